@@ -1,0 +1,1 @@
+import settings  # noqa: F401  (exports TORCH_HOME / HF_HOME before any ML import)

@@ -1,0 +1,126 @@
+"""Job ids, the job folder layout, and `job.json`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel
+
+JOB_ID_PATTERN = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{4})$")
+FINGERPRINT_SAMPLE = 4 * 2**20
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobFile(BaseModel):
+    """`job.json`: what the job was made from."""
+
+    job_id: str
+    input_path: str
+    input_size: int
+    fingerprint: str
+    created: str
+    user: str
+
+
+class Job(BaseModel):
+    job_id: str
+    dir: Path
+
+    @property
+    def env_file(self) -> Path:
+        # Never `.env`: Prefect reads ./.env.
+        return self.dir / f".{self.job_id}.env"
+
+    @property
+    def job_file(self) -> Path:
+        return self.dir / "job.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.dir / "manifest.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.dir / "output"
+
+    @property
+    def results_dir(self) -> Path:
+        """Prefect's persisted stage results and cache records for this job."""
+        return self.dir / ".results"
+
+    def read_job_file(self) -> JobFile:
+        return JobFile.model_validate_json(self.job_file.read_text())
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 over the size and three 4 MiB samples: stable, and cheap on a multi-GB film."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        for offset in sorted({0, max(0, size // 2 - FINGERPRINT_SAMPLE // 2), max(0, size - FINGERPRINT_SAMPLE)}):
+            fh.seek(offset)
+            digest.update(fh.read(FINGERPRINT_SAMPLE))
+    return digest.hexdigest()
+
+
+def _ids_dir(out_root: Path, day: date) -> Path:
+    return out_root / ".ids" / day.strftime("%Y%m%d")
+
+
+def allocate_job_id(out_root: Path, day: date | None = None) -> str:
+    """Next free `YYYYMMDD-NNNN`. `mkdir` is atomic, so racing processes never share an id."""
+    day = day or date.today()
+    folder = _ids_dir(out_root, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+    number = max(taken, default=0) + 1
+    while number <= 9999:
+        try:
+            (folder / f"{number:04d}").mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        return f"{day:%Y%m%d}-{number:04d}"
+    raise RuntimeError(f"no job ids left for {day}")
+
+
+def job_dir_for(out_root: Path, job_id: str, user: str) -> Path:
+    match = JOB_ID_PATTERN.match(job_id)
+    if not match:
+        raise ValueError(f"{job_id!r} is not a job id (YYYYMMDD-NNNN)")
+    year, month, day, _ = match.groups()
+    return out_root / year / month / day / user / job_id
+
+
+def find_job(out_root: Path, job_id: str) -> Job:
+    """The job with this id, whoever made it."""
+    match = JOB_ID_PATTERN.match(job_id)
+    if not match:
+        raise JobNotFound(f"{job_id!r} is not a job id (YYYYMMDD-NNNN)")
+    year, month, day, _ = match.groups()
+    for candidate in sorted((out_root / year / month / day).glob(f"*/{job_id}")):
+        if (candidate / "job.json").is_file():
+            return Job(job_id=job_id, dir=candidate)
+    raise JobNotFound(f"job {job_id} does not exist under {out_root}")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

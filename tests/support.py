@@ -1,0 +1,39 @@
+"""Run one stage body under the stage contract, without Prefect (for stage tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hardware.policy import StageDevice
+from settings.jobs import Job, JobFile, fingerprint, now_iso
+from settings.model import FilmSettings, Settings
+from settings.stages import StageSettings
+from tasks.contract import StageResult
+from tasks.stage import STAGES, RunEnv, execute
+
+CPU = StageDevice(device="cpu", compute_type="int8", batch_size=4)
+
+
+def make_job(root: Path, film: Path | None = None, job_id: str = "20260101-0001") -> Job:
+    job = Job(job_id=job_id, dir=root / job_id)
+    job.dir.mkdir(parents=True, exist_ok=True)
+    if film is not None:
+        record = JobFile(job_id=job_id, input_path=str(film.resolve()), input_size=film.stat().st_size,
+                         fingerprint=fingerprint(film), created=now_iso(), user="test")
+        job.job_file.write_text(record.model_dump_json(indent=2))
+    else:
+        job.job_file.write_text(json.dumps({"job_id": job_id}))
+    return job
+
+
+def run_stage(name: str, job: Job, settings: StageSettings | None = None, upstream: dict[str, StageResult] | None = None,
+              film: FilmSettings | None = None, device: StageDevice = CPU, secrets: dict | None = None,
+              cache_root: Path | None = None) -> StageResult:
+    import importlib
+
+    importlib.import_module(f"tasks.{name}")
+    spec = STAGES[name]
+    settings = settings or Settings().stage(name)
+    env = RunEnv(cache_root=str(cache_root or job.dir / "cache"), secrets=secrets or {})
+    return execute(spec, job, settings, device, upstream or {}, film or FilmSettings(), env)
