@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,11 @@ def checked_input(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} is a directory; give the film file itself")
     if not path.is_file():
         raise InputError(f"{path} is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path} is not readable (check its permissions)")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InputError(f"{path} is not readable ({exc.strerror}); check its permissions") from exc
     try:
         info = probe(path)
     except MediaError as exc:

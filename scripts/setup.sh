@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One command from nothing to a working environment. Running it again changes nothing.
+#   - system tools: ffmpeg, espeak-ng, sox (Debian/Ubuntu via apt-get; macOS: prints the brew command)
+#   - the locked Python environment in .venv (uv, from uv.lock)
+#   - the model cache folders .cache/torch and .cache/huggingface (or under CACHE_ROOT)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UV_VERSION=0.13.8
+
+missing=()
+for tool in ffmpeg ffprobe espeak-ng sox; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  if [[ "$(uname -s)" == Darwin ]]; then
+    echo "Missing: ${missing[*]}. Install them with: brew install ffmpeg espeak-ng sox" >&2
+    exit 1
+  fi
+  sudo=""
+  if [[ $EUID -ne 0 ]]; then sudo="sudo"; fi
+  echo "Installing ffmpeg espeak-ng sox from Debian's packages (missing: ${missing[*]})"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg espeak-ng sox libsox-fmt-all >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
+  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+fi
+uv sync --frozen --quiet
+
+# Creates the cache folders (and fails with a clear message when CACHE_ROOT is not writable).
+.venv/bin/python -c "import settings, settings.caches as c; print('model caches under', c.cache_root())"
+echo "Set-up done: .venv ready; run 'bash scripts/demo.sh' or '.venv/bin/python -m pytest'."
