@@ -68,7 +68,7 @@ def detect_hardware(out_root: str, requested_device: str) -> HardwareProfile:
     return profile
 
 
-def ensure_gpu_limit(slots: int) -> None:
+def ensure_gpu_limit(name: str, slots: int) -> None:
     """Prefect silently ignores a missing limit, so create `gpu` when it is not there."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -76,9 +76,9 @@ def ensure_gpu_limit(slots: int) -> None:
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name("gpu")
+            client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu", limit=slots))
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
 
 
 def selected_stages(specs: Sequence[StageSpec], stages: Sequence[str] | None,
@@ -168,14 +168,15 @@ def _run(job: Job, settings: Settings, plan: list[StageSpec], forced: set[str], 
     log.info("Device mode: %s (%s, %d cores, %.0f GB RAM%s)", resolve_device(profile, settings.device).split(":")[0].upper(),
              profile.device_name, profile.cpu_cores, profile.ram_gb,
              f", GPU {profile.gpu_memory_gb:.0f} GB" if profile.kind == "cuda" else "")
-    ensure_gpu_limit(settings.pipeline.gpu_slots)
+    gpu_limit = settings.pipeline.gpu_limit_name()
+    ensure_gpu_limit(gpu_limit, settings.pipeline.gpu_slots)
     run_id = str(get_run_context().flow_run.id)
     manifest.set_run(job, run_id, [s.name for s in plan])
     if partial:
         _check_upstream_done(job, plan, forced)
 
     storage = job.results_dir  # a Path: Prefect makes a LocalFileSystem of it, no saved block needed
-    env = RunEnv(cache_root=str(settings.cache_root), fail_at=settings.pipeline.fail_at,
+    env = RunEnv(cache_root=str(settings.cache_root), fail_at=settings.pipeline.fail_at, gpu_limit=gpu_limit,
                  secrets={name: getattr(settings, name) for name in SECRET_FIELDS})
     publisher = _Publisher(job, len(plan))
     publisher.start()

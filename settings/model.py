@@ -59,7 +59,14 @@ class PipelineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gpu_slots: int = Field(1, ge=1, description="Size of the global 'gpu' concurrency limit.")
+    gpu_limit: str = Field("gpu", description="Global concurrency limit the model-heavy stages take a slot of; "
+                           "'gpu-{host}' gives each machine (worker) its own.")
+    gpu_slots: int = Field(1, ge=1, description="Size of that limit when it has to be created.")
+
+    def gpu_limit_name(self) -> str:
+        import socket
+
+        return self.gpu_limit.format(host=socket.gethostname().split(".")[0].lower())
     max_parallel_stages: int = Field(3, ge=1)
     fail_at: str | None = Field(None, description="Fault injection for tests: this stage raises once.")
 

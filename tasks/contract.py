@@ -116,6 +116,7 @@ class StageContext:
         secrets: dict[str, SecretStr | None] | None = None,
         cache_root: Path | None = None,
         progress: Callable[[float, str], None] | None = None,
+        gpu_limit: str = "gpu",
     ) -> None:
         self.job = job
         self.stage = stage
@@ -125,6 +126,7 @@ class StageContext:
         self.film = film
         self.secrets = secrets or {}
         self.cache_root = cache_root
+        self.gpu_limit = gpu_limit  # the global concurrency limit a model-heavy stage takes a slot of
         self.out_dir = job.dir / stage_folder_name(stage)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._written: dict[Path, None] = {}

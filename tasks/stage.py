@@ -51,6 +51,7 @@ class RunEnv(BaseModel):
 
     cache_root: str
     fail_at: str | None = None
+    gpu_limit: str = "gpu"
     secrets: dict[str, SecretStr | None] = {}
 
 
@@ -181,7 +182,8 @@ def execute(spec: StageSpec, job: Job, settings: StageSettings, device: StageDev
 
     ctx = StageContext(job=job, stage=spec.name, device=device, upstream={k: upstream[k] for k in spec.needs},
                        log=log, film=film if spec.uses_film else None, secrets=secrets,
-                       cache_root=Path(env.cache_root), progress=progress or _prefect_progress(job, spec.name))
+                       cache_root=Path(env.cache_root), progress=progress or _prefect_progress(job, spec.name),
+                       gpu_limit=env.gpu_limit)
     try:
         if env.fail_at == spec.name:
             raise InjectedFault(f"fault injected at {spec.name} (PIPELINE__FAIL_AT)")
@@ -210,8 +212,8 @@ def _run_body(spec: StageSpec, ctx: StageContext, settings: StageSettings) -> di
     if spec.gpu and ctx.device.accelerated:
         from prefect.concurrency.sync import concurrency
 
-        ctx.log.info("waiting for a slot of the global concurrency limit 'gpu'")
-        with concurrency("gpu", occupy=1):
+        ctx.log.info("waiting for a slot of the global concurrency limit %r", ctx.gpu_limit)
+        with concurrency(ctx.gpu_limit, occupy=1):
             return spec.body(ctx, settings)
     return spec.body(ctx, settings)
 

@@ -1,0 +1,47 @@
+"""Serve the subtitle and watch-folder deployments from this machine.
+
+    prefect server start                      # in one terminal (SQLite by default)
+    python -m deployments.serve --inbox ~/films/inbox [--interval 60]
+
+Then `prefect deployment run 'subtitle/default' --param job_id=...`, or drop films in the inbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from pathlib import Path
+
+from prefect import serve
+
+from flows.subtitle import subtitle
+from flows.watch import SUBTITLE_DEPLOYMENT, watch_folder
+
+SUBTITLE_NAME = SUBTITLE_DEPLOYMENT.split("/")[1]
+WATCH_NAME = "inbox"
+
+
+def deployments(inbox: Path, interval_s: float, processed: str = "ledger"):
+    return [
+        subtitle.to_deployment(name=SUBTITLE_NAME, tags=["filmsubs"],
+                               description="Subtitle a job (job_id), or prepare and subtitle a film (input_path)."),
+        watch_folder.to_deployment(name=WATCH_NAME, interval=timedelta(seconds=interval_s), tags=["filmsubs"],
+                                   parameters={"inbox": str(inbox.expanduser().resolve()), "processed": processed},
+                                   description="Scan the inbox; start a subtitle run for each new, fully copied film."),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inbox", type=Path, default=Path("inbox"))
+    parser.add_argument("--interval", type=float, default=60.0, help="seconds between inbox scans")
+    parser.add_argument("--processed", choices=["ledger", "move"], default="ledger")
+    parser.add_argument("--limit", type=int, default=None, help="most flow runs at once on this machine")
+    args = parser.parse_args(argv)
+    args.inbox.mkdir(parents=True, exist_ok=True)
+    serve(*deployments(args.inbox, args.interval, args.processed), limit=args.limit)
+
+
+if __name__ == "__main__":
+    main()
