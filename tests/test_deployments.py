@@ -1,0 +1,170 @@
+"""Deployments as a Prefect user runs them: a real server, served deployments, a watch folder,
+and a process work pool with two workers. Every process started here is stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from flows.demo import DEMO_SETTINGS
+from flows.sample_film import dialogue, make_film
+
+PROJECT = Path(__file__).resolve().parents[1]
+OFFLINE_ENV = {
+    "ASR__MODEL": DEMO_SETTINGS["asr"]["model"],
+    "ASR__LANGUAGE": DEMO_SETTINGS["asr"]["language"],
+    "FILM__SOURCE_LANG": "en",
+    "DIARIZATION__BACKEND": "embedded",
+}
+
+
+@contextmanager
+def background(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(check, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1.0)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+def deployment_id(name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_deployment_by_name(name).id
+        except ObjectNotFound:
+            return None
+
+
+def runs_of(deployment: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(
+            id=DeploymentFilterId(any_=[deployment_id(deployment)])))
+
+
+def final_state(run_id) -> object | None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state if state is not None and state.is_final() else None
+
+
+@pytest.fixture(scope="module")
+def short_film(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    audio, _ = dialogue([("A", "Raj, the train leaves in ten minutes."), ("B", "I know. My father is waiting.")])
+    return make_film(tmp_path_factory.mktemp("films") / "Short Film (2026).mkv", [(audio, "eng")])
+
+
+def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path, tmp_path: Path,
+                                           out_root: Path) -> None:
+    from prefect.deployments import run_deployment
+
+    from flows.inbox import Ledger, ledger_path
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    env = os.environ | OFFLINE_ENV | {"PREFECT_API_URL": prefect_server, "OUT_ROOT": str(out_root)}
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "deployments.serve", "--inbox", str(inbox), "--interval", "3600"]
+    with background(cmd, env, log) as serve:
+        wait_for(lambda: deployment_id("watch-folder/inbox") and deployment_id("subtitle/default"), 180,
+                 "the served deployments", log)
+        shutil.copy(short_film, inbox / short_film.name)
+        for _ in range(2):  # the first scan only notes size and mtime; the second takes the film
+            scan = run_deployment("watch-folder/inbox", timeout=180, as_subflow=False)
+            assert scan.state.is_completed(), scan.state
+        runs = runs_of("subtitle/default")
+        assert len(runs) == 1
+        run = runs[0]
+        state = wait_for(lambda: final_state(run.id), 900, "the subtitle run", log)
+        assert state.is_completed(), f"{state.name}: {state.message}\n{log.read_text()[-4000:]}"
+        assert serve.poll() is None
+
+        ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
+        (entry,) = ledger.films.values()
+        assert entry.flow_run_id == str(run.id) and entry.job_id
+        job_dirs = list(out_root.glob(f"*/*/*/*/{entry.job_id}"))
+        output = job_dirs[0] / "output"
+        assert list(output.glob("*.en.srt")) and list(output.glob("*.subtitled.mkv"))
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        with get_client(sync_client=True) as client:
+            shown = client.read_flow_run(run.id)
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        assert entry.job_id in shown.name and f"job:{entry.job_id}" in shown.tags
+        keys = {a.key for a in artifacts}
+        assert {f"{entry.job_id}-stages", f"{entry.job_id}-progress"} <= keys, keys
+
+        # The same film again, under another name: no second run.
+        shutil.copy(short_film, inbox / "copy of the same film.mkv")
+        for _ in range(2):
+            assert run_deployment("watch-folder/inbox", timeout=180, as_subflow=False).state.is_completed()
+        assert len(runs_of("subtitle/default")) == 1
+        ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
+        assert [e.state for e in ledger.films.values()] == ["done"]
+
+
+def test_process_work_pool_with_two_workers(prefect_server: str, short_film: Path, tmp_path: Path,
+                                             out_root: Path) -> None:
+    from prefect.deployments import run_deployment
+
+    from deployments.work_pool import register
+    from flows.prepare import prepare_job
+
+    pool = "filmsubs-test"
+    register(pool, inbox=None, interval_s=60)
+    jobs = [prepare_job(short_film).job_id for _ in range(2)]
+    env = os.environ | OFFLINE_ENV | {"PREFECT_API_URL": prefect_server, "OUT_ROOT": str(out_root),
+                                      "PREFECT_WORKER_QUERY_SECONDS": "2", "PIPELINE__GPU_LIMIT": "gpu-{host}"}
+    logs = [tmp_path / f"worker{i}.log" for i in (1, 2)]
+    with background([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1",
+                     "--name", "worker-1"], env, logs[0]), \
+         background([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1",
+                     "--name", "worker-2"], env, logs[1]):
+        runs = [run_deployment("subtitle/default", parameters={"job_id": job, "stages": ["demux"]}, timeout=0,
+                               as_subflow=False) for job in jobs]
+        states = [wait_for(lambda r=r: final_state(r.id), 600, "a work-pool run", logs[0]) for r in runs]
+        workers_used = [log.name for log in logs if "submitting flow run" in log.read_text().lower()
+                        or "flow run" in log.read_text().lower() and "completed" in log.read_text().lower()]
+    assert all(s.is_completed() for s in states), [(s.name, s.message) for s in states]
+    for job in jobs:
+        (job_dir,) = out_root.glob(f"*/*/*/*/{job}")
+        assert (job_dir / "01_demux" / "audio.wav").is_file()
+    print(f"work-pool runs picked up by: {workers_used}")
+    assert workers_used
