@@ -1,0 +1,180 @@
+"""lyrics_detection: song sequences, from the audio and the transcript together.
+
+Per 0.5 s hop, a music score in 0..1 adds up evidence:
+- audio (tasks.music_features): a steady beat (`pulse`), held pitch (`tonal`), and sound
+  that the VAD does not call speech (`1 - speech probability`, only where there is sound);
+- text: transcript segments with music signs (♪, [music]), lines repeated nearby (a chorus),
+  or that Whisper was unsure were speech at all (high no-speech probability, low log-prob).
+Hops over the threshold form regions; regions closer than `merge_gap_s` are merged and
+those shorter than `min_duration_s` dropped. Transcript segments mostly inside a region
+are lyrics. The weights below are set so that each kind of evidence alone cannot make a
+song out of dialogue, and were checked on generated films (tests/test_lyrics.py).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import median_filter, uniform_filter1d
+
+from settings.stages import LyricsSettings
+from tasks.contract import PermanentError, StageContext
+from tasks.music_features import HOP_S, HopFeatures, hop_features
+from tasks.stage import stage
+
+# Audio evidence weights (sum to 1) and the ranges mapped onto 0..1.
+W_PULSE, W_TONAL, W_NON_SPEECH = 0.55, 0.15, 0.30
+PULSE_RANGE = (0.30, 0.55)  # tempogram beat strength: speech sits low, a held beat high
+SMOOTH_S = 4.0  # evidence is averaged over this much time before it is judged
+MEDIAN_S = 2.5  # then short blips are removed
+
+# Text cues: how much each says "this is sung".
+CUE_MUSIC_SIGN = 1.0
+CUE_REPEATED = 0.6
+CUE_UNSURE = 0.3
+REPEAT_WINDOW_S = 90.0
+REPEAT_MIN_WORDS = 3
+REPEAT_SIMILARITY = 85.0  # rapidfuzz ratio
+UNSURE_NO_SPEECH = 0.3
+UNSURE_LOGPROB = -0.8
+MUSIC_SIGN = re.compile(r"[\u2669\u266a\u266b\u266c\U0001f3b5\U0001f3b6]|[\[(]\s*(music|singing|song|instrumental|"
+                        r"\u0917\u093e\u0928\u093e|\u0938\u0902\u0917\u0940\u0924)\s*[\])]", re.IGNORECASE)
+
+
+def _normalised(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text).split())
+
+
+def text_cues(segments: list[dict[str, Any]]) -> list[float]:
+    """Per transcript segment, 0..1: how much its text says it is sung (cues combined as a noisy-or)."""
+    from rapidfuzz import fuzz
+
+    texts = [_normalised(str(s.get("text", ""))) for s in segments]
+    cues: list[float] = []
+    for i, segment in enumerate(segments):
+        found: list[float] = []
+        if MUSIC_SIGN.search(str(segment.get("text", ""))):
+            found.append(CUE_MUSIC_SIGN)
+        if len(texts[i].split()) >= REPEAT_MIN_WORDS:
+            start = float(segment.get("start", 0.0))
+            for j, other in enumerate(segments):
+                if j != i and abs(float(other.get("start", 0.0)) - start) <= REPEAT_WINDOW_S \
+                        and fuzz.ratio(texts[i], texts[j]) >= REPEAT_SIMILARITY:
+                    found.append(CUE_REPEATED)
+                    break
+        no_speech = segment.get("no_speech_prob")
+        logprob = segment.get("avg_logprob")
+        if (isinstance(no_speech, (int, float)) and no_speech >= UNSURE_NO_SPEECH) or \
+                (isinstance(logprob, (int, float)) and logprob <= UNSURE_LOGPROB):
+            found.append(CUE_UNSURE)
+        cues.append(float(1.0 - np.prod([1.0 - c for c in found])) if found else 0.0)
+    return cues
+
+
+def text_curve(segments: list[dict[str, Any]], cues: list[float], hops: int) -> np.ndarray:
+    """The strongest cue of any segment over each hop."""
+    curve = np.zeros(hops)
+    for segment, cue in zip(segments, cues):
+        if cue <= 0:
+            continue
+        first = max(0, int(float(segment["start"]) / HOP_S))
+        last = min(hops, int(np.ceil(float(segment["end"]) / HOP_S)))
+        curve[first:last] = np.maximum(curve[first:last], cue)
+    return curve
+
+
+def speech_curve(probability: dict[str, Any], hops: int) -> np.ndarray:
+    """The VAD's speech probability on this stage's hops (resampled if its hop differs)."""
+    values = np.asarray(probability.get("values", []), dtype=float)
+    hop = float(probability.get("hop_s", HOP_S))
+    if values.size == 0:
+        return np.zeros(hops)
+    if abs(hop - HOP_S) < 1e-9:
+        return np.pad(values[:hops], (0, max(0, hops - values.size)), mode="edge")
+    times = (np.arange(hops) + 0.5) * HOP_S
+    return np.interp(times, (np.arange(values.size) + 0.5) * hop, values)
+
+
+def _smooth(values: np.ndarray, seconds: float) -> np.ndarray:
+    return uniform_filter1d(values.astype(float), size=max(1, int(round(seconds / HOP_S))), mode="nearest")
+
+
+def audio_score(features: HopFeatures, speech: np.ndarray) -> np.ndarray:
+    """Audio evidence of music in 0..1 per hop."""
+    low, high = PULSE_RANGE
+    pulse = np.clip((_smooth(features.pulse, SMOOTH_S) - low) / (high - low), 0.0, 1.0)
+    tonal = np.clip(_smooth(features.tonal, SMOOTH_S), 0.0, 1.0)
+    non_speech = _smooth((1.0 - np.clip(speech, 0.0, 1.0)) * features.presence, SMOOTH_S)
+    return W_PULSE * pulse + W_TONAL * tonal + W_NON_SPEECH * non_speech
+
+
+def music_score(audio: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
+    combined = np.clip(audio + text_weight * text, 0.0, 1.0)
+    return median_filter(combined, size=max(1, int(round(MEDIAN_S / HOP_S))) | 1, mode="nearest")
+
+
+def song_regions(score: np.ndarray, threshold: float, merge_gap_s: float, min_duration_s: float,
+                 duration_s: float) -> list[dict[str, float]]:
+    """Runs of hops over the threshold; neighbours merged, short ones dropped; each with its mean score."""
+    above = np.concatenate([[False], score >= threshold, [False]])
+    edges = np.flatnonzero(np.diff(above.astype(int)))
+    runs = [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and (run[0] - merged[-1][1]) * HOP_S <= merge_gap_s:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    regions = []
+    for a, b in merged:
+        start, end = a * HOP_S, min(b * HOP_S, duration_s)
+        if end - start >= min_duration_s:
+            mean = round(float(score[a:b].mean()), 3)
+            regions.append({"start": round(start, 2), "end": round(end, 2), "score": mean})
+    return regions
+
+
+def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, float]]) -> list[Any]:
+    """Ids of transcript segments with at least half their time inside a song."""
+    ids = []
+    for segment in segments:
+        start, end = float(segment["start"]), float(segment["end"])
+        inside = sum(max(0.0, min(end, r["end"]) - max(start, r["start"])) for r in regions)
+        if inside >= 0.5 * max(end - start, 1e-6):
+            ids.append(segment.get("id"))
+    return ids
+
+
+@stage("lyrics_detection", version="1", needs=("demux", "silero_vad", "asr"))
+def lyrics_detection(ctx: StageContext, settings: LyricsSettings) -> dict:
+    wav = ctx.input("demux", "audio.wav")
+    probability = ctx.input_json("silero_vad", "speech_probability.json")
+    asr = ctx.result("asr")
+    transcript = {} if asr.skipped else ctx.input_json("asr", "transcript.json")
+    segments = [s for s in transcript.get("segments", []) if "start" in s and "end" in s]
+    ctx.log.info("music features on cpu (librosa HPSS, tempogram, chroma), windows of %.0f s", settings.window_s)
+    try:
+        features = hop_features(wav, settings.window_s, lambda f, m: ctx.progress(0.9 * f, m))
+    except (RuntimeError, ValueError) as exc:
+        raise PermanentError(f"could not read {wav} for music features: {exc}") from exc
+    hops = len(features.pulse)
+    duration = hops * HOP_S
+    speech = speech_curve(probability, hops)
+    cues = text_cues(segments)
+    text = text_curve(segments, cues, hops)
+    score = music_score(audio_score(features, speech), text, settings.text_weight)
+    regions = song_regions(score, settings.threshold, settings.merge_gap_s, settings.min_duration_s, duration)
+    lyric_ids = lyric_segment_ids(segments, regions)
+    ctx.write_json("songs.json", {"regions": regions, "lyric_segment_ids": lyric_ids,
+                                  "subtitle_songs": settings.subtitle_songs})
+    ctx.write_json("music_score.json", {"hop_s": HOP_S, "values": [round(float(v), 3) for v in score]})
+    song_s = round(sum(r["end"] - r["start"] for r in regions), 2)
+    ctx.log.info("%d song regions (%.1f s): %s; %d lyric segments; songs %s", len(regions), song_s, regions,
+                 len(lyric_ids), "subtitled" if settings.subtitle_songs else "left out")
+    return {"regions": len(regions), "song_s": song_s, "lyric_segments": len(lyric_ids),
+            "text_cue_segments": sum(c > 0 for c in cues), "subtitle_songs": settings.subtitle_songs,
+            "device": "cpu"}

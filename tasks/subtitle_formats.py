@@ -1,0 +1,62 @@
+"""Subtitle files (SRT, WebVTT, ASS through pysubs2) and the QC table, from planned events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pysubs2
+
+from tasks.subtitle_layout import Event
+
+FORMATS = ("srt", "vtt", "ass")
+
+
+def subtitle_file(events: Sequence[Event], fps: float, *, language: str, title: str | None = None) -> pysubs2.SSAFile:
+    """A pysubs2 file; lyrics in italics (ASS override tags, which pysubs2 writes as <i> in SRT/WebVTT)."""
+    subs = pysubs2.SSAFile()
+    subs.info["Title"] = title or f"Subtitles ({language})"
+    subs.info["PlayResX"], subs.info["PlayResY"] = "1920", "1080"
+    style = subs.styles["Default"]
+    style.fontname, style.fontsize, style.outline, style.shadow, style.marginv = "Arial", 56, 3, 1, 60
+    for event in events:
+        text = r"\N".join(event.lines)
+        if event.lyric:
+            text = r"{\i1}" + text + r"{\i0}"
+        subs.append(pysubs2.SSAEvent(start=_ms(event.start_frame, fps), end=_ms(event.end_frame, fps), text=text))
+    return subs
+
+
+def _ms(frame: int, fps: float) -> int:
+    return int(round(frame * 1000.0 / fps))
+
+
+def render(subs: pysubs2.SSAFile, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown subtitle format {fmt!r}; use one of {FORMATS}")
+    return subs.to_string(fmt)
+
+
+def qc_markdown(report: dict[str, Any]) -> str:
+    """A Markdown table of the QC counts per track, then the events over the reading speed."""
+    tracks = report["tracks"]
+    languages = list(tracks)
+    rules = list(next(iter(tracks.values()))["counts"]) if tracks else []
+    lines = ["# Subtitle QC", "", "| rule | " + " | ".join(languages) + " |",
+             "| --- | " + " | ".join("---:" for _ in languages) + " |"]
+    for rule in rules:
+        lines.append(f"| {rule} | " + " | ".join(str(tracks[lang]["counts"][rule]) for lang in languages) + " |")
+    if tracks:
+        limits = next(iter(tracks.values()))["limits"]
+        lines += ["", "Limits: " + ", ".join(f"{k} {v}" for k, v in limits.items())]
+    for lang in languages:
+        over = tracks[lang]["over_reading_speed"]
+        if not over:
+            continue
+        lines += ["", f"## {lang}: events over the reading speed", "",
+                  "| # | start | end | cps | limited by | text |", "| ---: | ---: | ---: | ---: | --- | --- |"]
+        for item in over:
+            text = item["text"].replace("|", "\\|")
+            lines.append(f"| {item['index']} | {item['start']:.2f} | {item['end']:.2f} | {item['cps']} | "
+                         f"{item['limited_by']} | {text} |")
+    return "\n".join(lines) + "\n"

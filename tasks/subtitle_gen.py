@@ -1,0 +1,159 @@
+"""subtitle_gen: timed English and source-language subtitles (SRT, WebVTT, ASS) and a QC report.
+
+English comes from post_ner's `english.json`, the source language from the ASR's
+`transcript.json`; songs (lyrics_detection's `songs.json`) are set in italics with a note
+sign, or left out when the lyrics stage says `subtitle_songs: false`. Layout and timing
+follow DESIGN.md "Subtitles" (see tasks.subtitle_layout); the files go into the job's
+`output/` as `<film stem>.<lang>.<srt|vtt|ass>`, and `qc.json` / `qc.md` into the stage folder.
+Times are shifted by the demux clip start, so they match the film, not the clip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from settings.stages import SubtitleSettings
+from tasks.contract import PermanentError, StageContext
+from tasks.stage import stage
+from tasks.subtitle_formats import qc_markdown, render, subtitle_file
+from tasks.subtitle_layout import (
+    HARD_RULES,
+    Event,
+    Rules,
+    Tagger,
+    Unit,
+    check_hard_limits,
+    plan_events,
+    spacy_tagger,
+    timed_words,
+)
+
+
+def rules_for(settings: SubtitleSettings, fps: float | None, audience: str = "adult") -> Rules:
+    """The layout rules for this film: children's reading speed, and the film's frame rate."""
+    return Rules(
+        max_line_chars=settings.max_line_chars,
+        max_lines=settings.max_lines,
+        max_cps=settings.children_max_cps if audience == "children" else settings.max_cps,
+        min_duration_s=settings.min_duration_s,
+        max_duration_s=settings.max_duration_s,
+        min_gap_frames=settings.min_gap_frames,
+        chain_gap_frames=settings.chain_gap_frames,
+        fps=float(fps) if fps and fps > 0 else settings.default_fps,
+        max_linger_s=settings.max_linger_s,
+        merge_gap_s=settings.merge_gap_s,
+    )
+
+
+def in_regions(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
+    middle = (start + end) / 2
+    return any(float(r["start"]) <= middle <= float(r["end"]) for r in regions)
+
+
+def speech_units(segments: list[dict[str, Any]], songs: dict[str, Any] | None, *,
+                 id_keys: tuple[str, ...]) -> list[Unit]:
+    """One unit per segment with text; lyric when the lyrics stage marked it (by id or by region).
+
+    `id_keys` name the fields holding transcript segment ids ("id" for the transcript,
+    "source_ids" for translated segments). Lyrics are dropped when songs are not subtitled.
+    """
+    lyric_ids = {str(i) for i in (songs or {}).get("lyric_segment_ids", [])}
+    regions = (songs or {}).get("regions", [])
+    keep_songs = bool((songs or {}).get("subtitle_songs", True))
+    units: list[Unit] = []
+    for index, segment in enumerate(segments):
+        start, end = float(segment.get("start", 0.0)), float(segment.get("end", 0.0))
+        ids: set[str] = set()
+        for key in id_keys:
+            value = segment.get(key)
+            ids |= {str(v) for v in value} if isinstance(value, list) else {str(value)} if value is not None else set()
+        lyric = bool(ids & lyric_ids) or in_regions(start, end, regions)
+        if lyric and not keep_songs:
+            continue
+        words = timed_words(str(segment.get("text", "")), segment.get("words") or [], start, end)
+        if words:
+            units.append(Unit(id=str(segment.get("id", index)), words=tuple(words), speaker=segment.get("speaker"),
+                              lyric=lyric))
+    return units
+
+
+def build_track(segments: list[dict[str, Any]], songs: dict[str, Any] | None, rules: Rules, *,
+                id_keys: tuple[str, ...], tagger: Tagger | None) -> list[Event]:
+    return plan_events(speech_units(segments, songs, id_keys=id_keys), rules, tagger)
+
+
+def shift(events: list[Event], frames: int) -> list[Event]:
+    for event in events:
+        event.start_frame += frames
+        event.end_frame += frames
+    return events
+
+
+def _upstream_json(ctx: StageContext, stage_name: str, name: str, hint: str) -> Any:
+    result = ctx.result(stage_name)
+    if result.skipped:
+        return None
+    try:
+        return ctx.input_json(stage_name, name)
+    except KeyError as exc:
+        raise PermanentError(f"stage {stage_name} wrote no {name}; {hint}") from exc
+
+
+@stage("subtitle_gen", version="1", needs=("demux", "asr", "post_ner", "lyrics_detection"), uses_film=True)
+def subtitle_gen(ctx: StageContext, settings: SubtitleSettings) -> dict:
+    film = ctx.film
+    media = ctx.input_json("demux", "media.json")
+    english = _upstream_json(ctx, "post_ner", "english.json", "run post_ner again (it must write english.json).")
+    if english is None:
+        raise PermanentError("post_ner was skipped, so there is no English text to subtitle; enable POST_NER__ENABLED "
+                             "or check why it was skipped in the job's manifest.")
+    transcript = _upstream_json(ctx, "asr", "transcript.json", "run asr again.")
+    songs = _upstream_json(ctx, "lyrics_detection", "songs.json", "run lyrics_detection again.")
+    audience = film.audience if film else "adult"
+    rules = rules_for(settings, media.get("fps"), audience)
+    offset = round(float((media.get("clip") or {}).get("start") or 0.0) * rules.fps)
+    stem = Path(ctx.job_file.input_path).stem
+    target_lang = str(english.get("target_language") or (film.target_lang if film else "en"))
+    source_lang = str((transcript or {}).get("language") or (film.source_lang if film else "hi"))
+    ctx.log.info("layout on cpu: %s, %.3f fps, %.0f cps (%s audience), songs %s", target_lang, rules.fps,
+                 rules.max_cps, audience, "subtitled" if (songs or {}).get("subtitle_songs", True) else "left out")
+
+    tracks: list[tuple[str, str, list[dict[str, Any]], tuple[str, ...], Tagger | None]] = [
+        (target_lang, "target", english.get("segments", []), ("source_ids",),
+         spacy_tagger(settings.spacy_model) if target_lang == "en" else None),
+    ]
+    if settings.source_subtitles and transcript is not None:
+        if source_lang == target_lang:
+            ctx.log.info("source language is %s too: no separate source-language track", source_lang)
+        else:
+            tracks.append((source_lang, "source", transcript.get("segments", []), ("id",),
+                           spacy_tagger(settings.spacy_model) if source_lang == "en" else None))
+
+    qc: dict[str, Any] = {"fps": rules.fps, "audience": audience, "tracks": {}}
+    summary_tracks: list[dict[str, Any]] = []
+    for n, (lang, role, segments, id_keys, tagger) in enumerate(tracks):
+        events = build_track(segments, songs, rules, id_keys=id_keys, tagger=tagger)
+        report = check_hard_limits(events, rules)
+        shift(events, offset)
+        qc["tracks"][lang] = report.as_dict() | {"role": role}
+        subs = subtitle_file(events, rules.fps, language=lang, title=f"{film.title if film and film.title else stem}")
+        files = []
+        for fmt in settings.formats:
+            name = f"{stem}.{lang}.{fmt}"
+            ctx.write_text(name, render(subs, fmt), final=True)
+            files.append(name)
+        summary_tracks.append({"language": lang, "role": role, "events": len(events), "files": files,
+                               "lyric_events": sum(e.lyric for e in events)})
+        ctx.log.info("%s: %d events, QC %s", lang, len(events), report.counts)
+        ctx.progress((n + 1) / len(tracks), f"{lang} subtitles written")
+    qc["hard_violations"] = sum(data["counts"][rule] for data in qc["tracks"].values() for rule in HARD_RULES)
+    ctx.write_json("qc.json", qc)
+    ctx.write_text("qc.md", qc_markdown(qc))
+    return {
+        "fps": rules.fps,
+        "tracks": summary_tracks,
+        "qc": {lang: data["counts"] for lang, data in qc["tracks"].items()},
+        "hard_violations": qc["hard_violations"],
+        "over_reading_speed": {lang: len(data["over_reading_speed"]) for lang, data in qc["tracks"].items()},
+    }
