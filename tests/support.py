@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from hardware.policy import StageDevice
 from settings.jobs import Job, JobFile, fingerprint, now_iso
 from settings.model import FilmSettings, Settings
 from settings.stages import StageSettings
-from tasks.contract import StageResult
+from tasks.contract import StageResult, file_record, stage_folder_name
 from tasks.stage import STAGES, RunEnv, execute
 
 CPU = StageDevice(device="cpu", compute_type="int8", batch_size=4)
@@ -37,3 +38,15 @@ def run_stage(name: str, job: Job, settings: StageSettings | None = None, upstre
     settings = settings or Settings().stage(name)
     env = RunEnv(cache_root=str(cache_root or job.dir / "cache"), secrets=secrets or {})
     return execute(spec, job, settings, device, upstream or {}, film or FilmSettings(), env)
+
+
+def fake_result(job: Job, stage: str, files: dict[str, Any]) -> StageResult:
+    """A finished upstream stage that wrote `files` (JSON data, or text) into its folder."""
+    folder = job.dir / stage_folder_name(stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, data in files.items():
+        path = folder / name
+        path.write_text(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        records.append(file_record(job.dir, path))
+    return StageResult(stage=stage, version="test", job_id=job.job_id, files=records)

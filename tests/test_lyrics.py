@@ -16,8 +16,7 @@ from tasks.contract import StageResult, file_record, stage_folder_name
 from tasks.lyrics_detection import lyric_segment_ids, song_regions, speech_curve, text_cues
 from tasks.music_features import hop_features
 from tests.media import RATE, dialogue, make_film, music, speak, write_wav
-from tests.support import make_job, run_stage
-from tests.test_subtitle_gen import fake_result
+from tests.support import fake_result, make_job, run_stage
 
 BEFORE = [("A", "We should leave before the monsoon arrives, the river rises every night."),
           ("B", "The roads to the village are already flooded."),

@@ -12,22 +12,10 @@ import pytest
 from settings.jobs import Job
 from settings.model import FilmSettings
 from settings.stages import SubtitleSettings
-from tasks.contract import StageResult, file_record, stage_folder_name
-from tests.support import make_job, run_stage
+from tasks.contract import stage_folder_name
+from tests.support import fake_result, make_job, run_stage
 
 SONG = (40.0, 70.0)
-
-
-def fake_result(job: Job, stage: str, files: dict[str, Any]) -> StageResult:
-    """A finished upstream stage that wrote `files` (JSON data, or text) into its folder."""
-    folder = job.dir / stage_folder_name(stage)
-    folder.mkdir(parents=True, exist_ok=True)
-    records = []
-    for name, data in files.items():
-        path = folder / name
-        path.write_text(data if isinstance(data, str) else json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        records.append(file_record(job.dir, path))
-    return StageResult(stage=stage, version="test", job_id=job.job_id, files=records)
 
 
 def words(text: str, start: float, end: float) -> list[dict[str, Any]]:
