@@ -1,0 +1,579 @@
+"""asr: WhisperX with the packaged tiny.en over generated espeak dialogue with known words and turns.
+
+The upstream files come from the real demux and silero_vad stages; speakers.json is built from
+the known turns (ground-truth diarization) so the speaker check measures the ASR stage's word
+attribution alone. Guards, word times, speakers, chunking and prompt budget are also tested as
+plain functions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+import psutil
+import pytest
+
+from settings.model import FilmSettings
+from settings.stages import AsrSettings
+from tasks.asr import aligner_source, check_language, monotonic_words, speaker_of, split_at_speakers
+from tasks.asr_guards import (
+    GuardSettings,
+    apply_guards,
+    guard_compression,
+    guard_no_speech,
+    guard_prompt_echo,
+    guard_repeats,
+    guard_silence,
+    guard_stock_phrase,
+    repeat_spans,
+    weak_evidence,
+)
+from tasks.contract import PermanentError, StageResult, file_record, stage_folder_name
+from tasks.stage import STAGES, RunEnv, execute
+from tasks.whisper_models import (
+    Audio,
+    Decoded,
+    build_prompt,
+    needs_fallback,
+    release,
+    resolve_model,
+    speech_chunks,
+    uncovered_speech,
+)
+from tests.media import dialogue, make_film, speak
+from tests.support import CPU, make_job, run_stage
+
+PACKAGED_EN = AsrSettings(model="packaged", language="en")
+
+LINES = [
+    ("A", "Good morning. Did you sleep well last night?"),
+    ("B", "Not really. The neighbours were playing loud music until after midnight."),
+    ("A", "That sounds terrible. Did you ask them to turn it down?"),
+    ("B", "I knocked on their door twice, but nobody answered."),
+    ("A", "Maybe we should write a letter to the building manager."),
+    ("B", "That is a good idea. Can you help me write it this evening?"),
+    ("A", "Of course. I will come over after work, around seven."),
+    ("B", "Thank you. I will make some tea and we can sit in the kitchen."),
+    ("A", "By the way, have you finished reading the book I gave you?"),
+    ("B", "Almost. I only have two chapters left, and the ending is exciting."),
+    ("A", "Do not tell me anything. I want to read it again next summer."),
+    ("B", "I promise I will not say a word about the surprise."),
+    ("A", "Good. Now I have to hurry, or I will miss the bus."),
+    ("B", "Take an umbrella with you. The sky looks very dark today."),
+    ("A", "You are right. It is going to rain all afternoon."),
+    ("B", "See you tonight, and do not forget the paper for the letter."),
+]
+
+NAME_SENTENCE = "Please ask Vikramaditya to meet me at the station."
+NAME_TERMS = ["Vikramaditya", "Shubhankar", "Ludhiana"]
+
+
+# Text normalisation for WER: lower case, punctuation stripped, numbers as spoken ------------
+
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
+        "seventeen eighteen nineteen".split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth", "nine": "ninth",
+            "twelve": "twelfth"}
+
+
+def spoken(number: int) -> str:
+    if number < 20:
+        return _ONES[number]
+    if number < 100:
+        return _TENS[number // 10] + ("" if number % 10 == 0 else " " + _ONES[number % 10])
+    if number < 1000:
+        rest = number % 100
+        return _ONES[number // 100] + " hundred" + ("" if rest == 0 else " " + spoken(rest))
+    rest = number % 1000
+    return spoken(number // 1000) + " thousand" + ("" if rest == 0 else " " + spoken(rest))
+
+
+def spoken_ordinal(number: int) -> str:
+    words = spoken(number).split()
+    last = words[-1]
+    words[-1] = _ORDINAL.get(last, (last[:-1] + "ieth") if last.endswith("y") else last + "th")
+    return " ".join(words)
+
+
+def normalise(text: str) -> str:
+    text = text.lower().replace("’", "'")
+    text = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: " " + spoken_ordinal(int(m.group(1))) + " ", text)
+    text = re.sub(r"\d+", lambda m: " " + spoken(int(m.group(0))) + " ", text.replace(",000", "000"))
+    text = re.sub(r"[^\w\s']|_", " ", text).replace("'", "")
+    return " ".join(text.split())
+
+
+# Upstream results ---------------------------------------------------------------------------
+
+def written(job, stage: str, name: str, data: Any) -> StageResult:
+    """A StageResult for a file written where `stage` would write it."""
+    folder = job.dir / stage_folder_name(stage)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return StageResult(stage=stage, version="test", job_id=job.job_id, files=[file_record(job.dir, path)])
+
+
+def upstream_for(root: Path, audio: np.ndarray, turns: list, terms: list[str]) -> tuple[Any, dict[str, StageResult]]:
+    """A job with the real demux and silero_vad results, ground-truth speakers.json and a glossary."""
+    film = make_film(root / "film.mka", [(audio, "eng")], video=False)
+    job = make_job(root, film)
+    demux = run_stage("demux", job)
+    vad = run_stage("silero_vad", job, upstream={"demux": demux})
+    speakers = written(job, "diarization", "speakers.json", {
+        "backend": "ground-truth", "speakers": sorted({t.speaker for t in turns}),
+        "turns": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns], "names": {}})
+    glossary = written(job, "pre_ner", "glossary.json", {
+        "entries": [{"canonical": t, "kind": "person", "variants": [], "source": "test", "notes": ""} for t in terms],
+        "prompt_terms": terms, "protected_names": terms})
+    return job, {"demux": demux, "silero_vad": vad, "diarization": speakers, "pre_ner": glossary}
+
+
+def run_asr(job, upstream: dict[str, StageResult], settings: AsrSettings, progress=None) -> StageResult:
+    import tasks.asr  # noqa: F401  (registers the stage)
+
+    env = RunEnv(cache_root=str(job.dir.parent / "cache"))
+    return execute(STAGES["asr"], job, settings, CPU, upstream, FilmSettings(), env, progress=progress)
+
+
+def outputs(job) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    folder = job.dir / stage_folder_name("asr")
+    return (json.loads((folder / "transcript.json").read_text()),
+            json.loads((folder / "asr_filtered.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def dialogue_run(tmp_path_factory):
+    """One transcription of the 60 s two-voice dialogue, shared by the measurements below."""
+    audio, turns = dialogue(LINES)
+    job, upstream = upstream_for(tmp_path_factory.mktemp("dialogue"), audio, turns, [])
+    calls: list[tuple[float, str]] = []
+    started = time.monotonic()
+    result = run_asr(job, upstream, PACKAGED_EN, progress=lambda f, m: calls.append((f, m)))
+    seconds = time.monotonic() - started
+    transcript, filtered = outputs(job)
+    print(f"\nASR of {audio.size / 16000:.1f} s dialogue with tiny.en int8 on CPU: {seconds:.1f} s "
+          f"(stage {result.duration_s:.1f} s); summary {result.summary}")
+    return {"result": result, "transcript": transcript, "filtered": filtered, "progress": calls,
+            "duration": audio.size / 16000, "turns": turns}
+
+
+@pytest.fixture(scope="module")
+def name_job(tmp_path_factory):
+    """A short clip with an unusual name, with the real demux and silero_vad results."""
+    audio = np.concatenate([np.zeros(8000, np.float32), speak(NAME_SENTENCE, "A"), np.zeros(8000, np.float32)])
+    from tests.media import Turn
+
+    turns = [Turn("A", NAME_SENTENCE, 0.5, round(audio.size / 16000 - 0.5, 3))]
+    return upstream_for(tmp_path_factory.mktemp("name"), audio, turns, NAME_TERMS)
+
+
+# The measured dialogue ---------------------------------------------------------------------
+
+def test_dialogue_word_error_rate(dialogue_run):
+    reference = normalise(" ".join(text for _, text in LINES))
+    hypothesis = normalise(" ".join(s["text"] for s in dialogue_run["transcript"]["segments"]))
+    wer = jiwer.wer(reference, hypothesis)
+    print(f"\nWER={wer:.3f} over {len(reference.split())} words ({dialogue_run['duration']:.1f} s, tiny.en, en)")
+    assert dialogue_run["duration"] >= 60
+    assert wer <= 0.10
+
+
+def test_dialogue_words_get_the_right_speaker(dialogue_run):
+    """Reference and recognised words aligned by jiwer; each matched word's speaker against the script's."""
+    ref_words, ref_speakers = [], []
+    for speaker, text in LINES:
+        words = normalise(text).split()
+        ref_words += words
+        ref_speakers += [speaker] * len(words)
+    hyp_words, hyp_speakers = [], []
+    for seg in dialogue_run["transcript"]["segments"]:
+        for word in seg["words"]:
+            tokens = normalise(word["word"]).split()
+            hyp_words += tokens
+            hyp_speakers += [word["speaker"]] * len(tokens)
+    alignment = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words))
+    right = total = 0
+    for chunk in alignment.alignments[0]:
+        if chunk.type in ("equal", "substitute"):
+            for offset in range(chunk.ref_end_idx - chunk.ref_start_idx):
+                total += 1
+                right += ref_speakers[chunk.ref_start_idx + offset] == hyp_speakers[chunk.hyp_start_idx + offset]
+    accuracy = right / total
+    print(f"\nspeaker attribution={accuracy:.3f} ({right}/{total} aligned words)")
+    assert accuracy >= 0.90
+    segment_right = sum(seg["speaker"] == speaker_of(seg["start"], seg["end"], [
+        {"start": t.start, "end": t.end, "speaker": t.speaker} for t in dialogue_run["turns"]])
+        for seg in dialogue_run["transcript"]["segments"])
+    assert segment_right == len(dialogue_run["transcript"]["segments"])
+
+
+def test_dialogue_word_times_are_monotonic_and_inside_segments(dialogue_run):
+    transcript = dialogue_run["transcript"]
+    assert transcript["word_timestamps"] == "whisper"  # no wav2vec2 aligner offline: the logged fallback
+    previous_end = 0.0
+    for seg in transcript["segments"]:
+        assert seg["start"] >= previous_end - 1e-6
+        assert seg["words"]
+        last = seg["start"]
+        for word in seg["words"]:
+            assert seg["start"] <= word["start"] <= word["end"] <= seg["end"]
+            assert word["start"] >= last - 1e-6
+            last = word["end"]
+        previous_end = seg["end"]
+
+
+def test_dialogue_transcript_shape_summary_and_progress(dialogue_run):
+    transcript, result = dialogue_run["transcript"], dialogue_run["result"]
+    assert transcript["language"] == "en" and transcript["model"] == "packaged"
+    assert [s["id"] for s in transcript["segments"]] == list(range(len(transcript["segments"])))
+    keys = {"id", "start", "end", "text", "speaker", "avg_logprob", "no_speech_prob", "words"}
+    assert all(set(s) == keys for s in transcript["segments"])
+    assert all(set(w) == {"word", "start", "end", "speaker", "probability"} for s in transcript["segments"]
+               for w in s["words"])
+    assert isinstance(dialogue_run["filtered"], list)
+    assert result.summary["device"] == "cpu" and result.summary["compute_type"] == "int8"
+    fractions = [f for f, _ in dialogue_run["progress"]]
+    assert any("windows" in m for _, m in dialogue_run["progress"]) and fractions == sorted(fractions)
+    assert fractions[-1] == 1.0
+
+
+# Names from the glossary reach the decoder ------------------------------------------------------
+
+def test_glossary_name_is_transcribed_only_with_the_prompt(name_job):
+    job, upstream = name_job
+    run_asr(job, upstream, PACKAGED_EN.model_copy(update={"use_glossary": False}))
+    without = " ".join(s["text"] for s in outputs(job)[0]["segments"])
+    result = run_asr(job, upstream, PACKAGED_EN)
+    transcript, filtered = outputs(job)
+    with_terms = " ".join(s["text"] for s in transcript["segments"])
+    print(f"\nwithout glossary: {without!r}\nwith glossary:    {with_terms!r}\nfiltered: {filtered}")
+    assert "vikramaditya" not in without.lower()
+    assert "Vikramaditya" in with_terms
+    assert result.summary["prompt_terms"] == len(NAME_TERMS) and 0 < result.summary["prompt_tokens"] <= 160
+    assert not any(w in with_terms for w in ("Shubhankar", "Ludhiana"))  # no recital of the list
+
+
+def test_models_are_released_after_the_stage(name_job):
+    """RSS after the stage is back near its level before (the first run paid for the imports)."""
+    job, upstream = name_job
+    run_asr(job, upstream, PACKAGED_EN)  # warm: libraries imported, allocator pools in place
+    release()  # the same trim the stage does, so both readings start from a trimmed heap
+    process = psutil.Process()
+    before = process.memory_info().rss
+    peak = [before]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run_asr(job, upstream, PACKAGED_EN)
+    finally:
+        stop.set()
+        sampler.join()
+    after = process.memory_info().rss
+    mib = 2 ** 20
+    print(f"\nRSS before {before / mib:.0f} MiB, peak {peak[0] / mib:.0f} MiB, after {after / mib:.0f} MiB "
+          f"(held after: {(after - before) / mib:+.0f} MiB of {(peak[0] - before) / mib:.0f} MiB)")
+    assert peak[0] - before > 50 * mib  # the model was really loaded (tiny.en int8 holds about 110 MiB)
+    assert after - before < 0.5 * (peak[0] - before)  # allocator noise is about 30 MiB either way
+
+
+# Errors that say what to do -----------------------------------------------------------------------
+
+def test_english_only_model_refuses_hindi(name_job):
+    job, upstream = name_job
+    with pytest.raises(PermanentError, match="ASR__LANGUAGE=en") as err:
+        run_asr(job, upstream, AsrSettings(model="packaged", language="hi"))
+    assert "ASR__MODEL" in str(err.value) and "English-only" in str(err.value)
+
+
+def test_check_language_rules():
+    assert check_language("en", False, "packaged") == "en"
+    assert check_language("auto", False, "packaged") == "en"
+    assert check_language("auto", True, "small") is None
+    assert check_language("HI", True, "small") == "hi"
+    with pytest.raises(PermanentError):
+        check_language("hi", False, "packaged")
+
+
+def test_missing_hub_model_names_the_fetch_command_without_network(tmp_path, monkeypatch):
+    attempts: list[Any] = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(PermanentError) as err:
+        resolve_model("small", "cpu", tmp_path, "ASR__MODEL")
+    message = str(err.value)
+    assert "small" in message and "ASR__MODEL" in message
+    assert f"HF_HOME={tmp_path / 'huggingface'} hf download Systran/faster-whisper-small" in message
+    with pytest.raises(PermanentError, match="large-v3"):
+        resolve_model("auto", "cuda:0", tmp_path, "ASR__MODEL")
+    assert attempts == []
+
+
+def test_model_settings_resolve(tmp_path):
+    packaged = resolve_model("packaged", "cpu", tmp_path, "ASR__MODEL")
+    assert (packaged.path / "model.bin").is_file() and packaged.spec == "packaged"
+    local = resolve_model(str(packaged.path), "cpu", tmp_path, "ASR__MODEL")
+    assert local.path == packaged.path.resolve()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PermanentError, match="no model.bin"):
+        resolve_model(str(tmp_path / "empty"), "cpu", tmp_path, "ASR__MODEL")
+    with pytest.raises(PermanentError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing"), "cpu", tmp_path, "ASR__MODEL")
+    with pytest.raises(PermanentError, match="unknown Whisper model"):
+        resolve_model("gigantic", "cpu", tmp_path, "ASR__MODEL")
+
+
+def test_aligner_not_in_cache_falls_back_without_network(tmp_path):
+    source, why = aligner_source("hi", None, tmp_path)
+    assert source is None and ("punkt_tab" in why or "hf download theainerd/Wav2Vec2-large-xlsr-hindi" in why)
+    source, why = aligner_source("xx", None, tmp_path)
+    assert source is None and "ASR__ALIGN_MODEL" in why
+
+
+# Word times with a wav2vec2 aligner (a tiny random one built here) -------------------------------
+
+def tiny_aligner(folder: Path) -> Path:
+    """A randomly initialised wav2vec2 CTC model with a letter vocabulary, saved like a hub model."""
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+    import torch
+
+    folder.mkdir(parents=True)
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5}
+    vocab |= {chr(c): 6 + i for i, c in enumerate(range(ord("a"), ord("z") + 1))}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|")
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                         return_attention_mask=False)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=2, pad_token_id=0)
+    Wav2Vec2ForCTC(config).save_pretrained(folder)
+    return folder
+
+
+def test_aligned_word_times_are_monotonic_and_inside_segments(name_job, tmp_path, monkeypatch):
+    import nltk
+
+    punkt = tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english"
+    punkt.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (punkt / name).touch()  # empty Punkt parameters: a plain sentence splitter
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk"), *nltk.data.path])
+    job, upstream = name_job
+    aligner = tiny_aligner(tmp_path / "aligner")
+    result = run_asr(job, upstream, PACKAGED_EN.model_copy(update={"align_model": str(aligner)}))
+    transcript, _ = outputs(job)
+    assert result.summary["word_timestamps"] == "aligned" and transcript["word_timestamps"] == "aligned"
+    for seg in transcript["segments"]:
+        assert seg["words"]
+        last = seg["start"]
+        for word in seg["words"]:
+            assert seg["start"] <= word["start"] <= word["end"] <= seg["end"] and word["start"] >= last
+            last = word["end"]
+
+
+# Plain functions ------------------------------------------------------------------------------------
+
+def seg(text: str, start: float = 1.0, end: float = 3.0, words: list[str] | None = None, logprob: float = -0.3,
+        no_speech: float = 0.1) -> Decoded:
+    pieces = words if words is not None else [" " + w for w in text.split()]
+    step = (end - start) / max(1, len(pieces))
+    ws = [{"word": w, "start": round(start + i * step, 3), "end": round(start + (i + 1) * step, 3), "probability": 0.9}
+          for i, w in enumerate(pieces)]
+    return Decoded(start=start, end=end, text=text, avg_logprob=logprob, no_speech_prob=no_speech,
+                   compression_ratio=1.0, words=ws)
+
+
+SPEECH = [{"start": 0.9, "end": 3.2}, {"start": 10.0, "end": 12.0}]
+
+
+def test_guard_silence_drops_text_over_silence_and_words_far_inside_it():
+    kept, rec = guard_silence(seg("hello there", 1.0, 3.0), SPEECH)
+    assert kept is not None and rec is None
+    dropped, rec = guard_silence(seg("thank you", 5.0, 7.0), SPEECH)
+    assert dropped is None and rec["reason"] == "silent_region" and rec["action"] == "dropped"
+    long = seg("we met and then much later", 1.0, 7.0)
+    changed, rec = guard_silence(long, [{"start": 0.9, "end": 4.4}])
+    assert rec["action"] == "changed" and changed.text == "we met and then"
+    assert changed.end <= 5.0 + 1e-6
+
+
+def test_guard_no_speech_uses_whispers_rule():
+    assert guard_no_speech(seg("hmm", no_speech=0.9, logprob=-1.5), 0.6, -1.0)[0] is None
+    assert guard_no_speech(seg("hmm", no_speech=0.9, logprob=-0.2), 0.6, -1.0)[0] is not None
+    assert guard_no_speech(seg("hmm", no_speech=0.1, logprob=-1.5), 0.6, -1.0)[0] is not None
+
+
+def test_guard_repeats_collapses_three_or_more():
+    assert repeat_spans("a b c b c b c d".split()) == [(1, 2, 3)]
+    assert repeat_spans("no no".split()) == []
+    changed, rec = guard_repeats(seg("I know, I know, I know, I know what you did."))
+    assert changed.text == "I know, what you did." and rec["reason"] == "repeated_phrase"
+    assert len(changed.words) == 5
+    same, rec = guard_repeats(seg("I know, I know what you did."))
+    assert rec is None and same.text == "I know, I know what you did."
+
+
+def test_guard_compression_ratio():
+    loop = "the the the the the the the the the the the the the the the the the the the the the the"
+    assert guard_compression(seg(loop), 2.4)[0] is None
+    assert guard_compression(seg("An ordinary sentence about the weather today."), 2.4)[0] is not None
+
+
+def test_guard_prompt_echo_cuts_a_recited_hotword_list():
+    terms = ["Vikramaditya", "Jhanvi", "Shubhankar", "Ludhiana", "Bhardwaj", "Chandigarh"]
+    # Seen with tiny.en and hotwords: the list glued to the last real word, then looped.
+    words = [" In", " sector", " Bhardwaj,", " found", " the", " money", " in", " ChandigarhVikramaditya,",
+             " Jhanvi,", " Shubhankar,", " Jhanvi,", " Shubhankar,", " J"]
+    echo = seg("".join(words).strip(), words=words)
+    changed, rec = guard_prompt_echo(echo, terms, "Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh.")
+    assert rec["reason"] == "prompt_echo" and rec["action"] == "changed"
+    assert changed.text == "In sector Bhardwaj, found the money in Chandigarh"
+    assert [w["word"] for w in changed.words][-1] == " Chandigarh" and changed.end == echo.words[7]["end"]
+    loop = seg("In fact, Jhanvi, Jhanvi, Jhanvi, Jhanvi, Jhanvi,")
+    assert guard_prompt_echo(loop, terms, None)[0].text == "In fact,"
+    whole = seg("Ludhiana, Bhardwaj, Chandigarh.")
+    assert guard_prompt_echo(whole, terms, None)[0] is None
+    prompt_said = seg("Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh.")
+    assert guard_prompt_echo(prompt_said, [], "Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh.")[0] is None
+    real = seg("Tell Jhanvi that Shubhankar is coming.")
+    assert guard_prompt_echo(real, terms, None) == (real, None)
+    one_name = seg("This is Shubhankar Bhardwaj.")
+    assert guard_prompt_echo(one_name, terms, None)[1] is None
+
+
+def test_guard_stock_phrase_only_on_weak_evidence():
+    thanks = seg("Thanks for watching!", 1.0, 2.0, logprob=-1.2)
+    assert weak_evidence(thanks, SPEECH, 0.6, -1.0)
+    assert guard_stock_phrase(thanks, ["thanks for watching"], True)[0] is None
+    assert guard_stock_phrase(thanks, ["thanks for watching"], False)[0] is not None
+    confident = seg("Please subscribe to the newsletter.", 1.0, 3.0, logprob=-0.2)
+    assert not weak_evidence(confident, SPEECH, 0.6, -1.0)
+    assert guard_stock_phrase(seg("Subscriber numbers fell."), ["subscribe"], True)[0] is not None
+
+
+def test_apply_guards_in_order_with_records():
+    cfg = GuardSettings(0.6, -1.0, 2.4, ("thanks for watching",), ("Raj", "Simran"), "Raj, Simran.")
+    kept, records = apply_guards(seg("Stop, stop, stop, stop it now."), SPEECH, cfg)
+    assert kept.text == "Stop, it now." and [r["reason"] for r in records] == ["repeated_phrase"]
+    dropped, records = apply_guards(seg("Thanks for watching.", 10.5, 11.5, no_speech=0.4), SPEECH, cfg)
+    assert dropped is None and records[-1]["reason"].startswith("stock_phrase")
+    assert all({"start", "end", "text", "reason", "action"} <= set(r) for r in records)
+
+
+def test_monotonic_words_fills_orders_and_clamps():
+    words = [{"word": "a", "start": 0.5, "end": 1.2}, {"word": "b", "start": None, "end": None},
+             {"word": "c", "start": 1.1, "end": 1.6}, {"word": "d", "start": 2.4, "end": 3.9}]
+    fixed = monotonic_words(words, 1.0, 3.0)
+    starts = [w["start"] for w in fixed]
+    assert starts == sorted(starts)
+    for w, nxt in zip(fixed, fixed[1:]):
+        assert w["end"] <= nxt["start"] + 1e-9
+    assert all(1.0 <= w["start"] <= w["end"] <= 3.0 for w in fixed)
+    assert monotonic_words([{"word": "x", "start": None, "end": None}], 2.0, 4.0)[0]["end"] <= 4.0
+
+
+def test_speaker_of_takes_most_overlap_then_nearest():
+    turns = [{"start": 0.0, "end": 2.0, "speaker": "A"}, {"start": 2.0, "end": 5.0, "speaker": "B"},
+             {"start": 6.0, "end": 7.0, "speaker": "A"}]
+    assert speaker_of(1.5, 3.0, turns) == "B"
+    assert speaker_of(0.5, 2.2, turns) == "A"
+    assert speaker_of(5.8, 5.9, turns) == "A"
+    assert speaker_of(1.0, 2.0, []) is None
+
+
+def test_split_at_speakers_makes_one_speaker_segments():
+    turns = [{"start": 0.0, "end": 2.05, "speaker": "A"}, {"start": 2.05, "end": 4.0, "speaker": "B"}]
+    joined = seg("Are you coming? Yes I am.", 1.0, 3.0, words=[" Are", " you", " coming?", " Yes", " I", " am."])
+    first, second = split_at_speakers(joined, turns)
+    assert (first.text, second.text) == ("Are you coming?", "Yes I am.")
+    assert first.end <= second.start and first.start == 1.0 and second.end == 3.0
+    assert split_at_speakers(joined, []) == [joined]
+    aligned = seg("a b", 1.0, 3.0, words=["a", "b"])
+    assert [p.text for p in split_at_speakers(aligned, [{"start": 0.0, "end": 2.0, "speaker": "A"},
+                                                         {"start": 2.0, "end": 4.0, "speaker": "B"}])] == ["a", "b"]
+
+
+def test_speech_chunks_merge_like_whisperx_and_split_long_regions():
+    segments = [{"start": 0.5, "end": 5.0}, {"start": 6.0, "end": 14.0}, {"start": 15.0, "end": 29.0},
+                {"start": 31.0, "end": 33.0}]
+    assert speech_chunks(segments, chunk_s=20) == [{"start": 0.5, "end": 14.0}, {"start": 15.0, "end": 33.0}]
+    audio = np.random.default_rng(0).standard_normal(16000 * 70).astype(np.float32) * 0.1
+    audio[16000 * 40: 16000 * 41] = 0.0  # a quiet second inside a long region
+    chunks = speech_chunks([{"start": 0.0, "end": 70.0}], Audio(samples=audio), chunk_s=30)
+    assert all(c["end"] - c["start"] <= 30 for c in chunks)
+    assert chunks[0]["start"] == 0.0 and chunks[-1]["end"] == 70.0
+    assert any(40.0 <= c["end"] <= 41.0 for c in chunks)
+
+
+def test_audio_windows_from_a_wav_match_the_samples(tmp_path):
+    from tests.media import write_wav
+
+    samples = (np.sin(np.arange(16000 * 3) / 50.0) * 0.5).astype(np.float32)
+    audio = Audio(write_wav(tmp_path / "a.wav", samples))
+    assert audio.duration == 3.0
+    assert np.allclose(audio.window(1.0, 1.5), samples[16000:24000], atol=1e-4)
+    assert audio.window(2.9, 9.0).size == 1600 and audio.window(5.0, 6.0).size == 0
+    (tmp_path / "b.wav").write_bytes(b"")
+    import soundfile as sf
+
+    sf.write(tmp_path / "c.wav", samples, 8000)
+    with pytest.raises(PermanentError, match="16000 Hz"):
+        Audio(tmp_path / "c.wav")
+
+
+def test_uncovered_speech_finds_regions_the_decoder_left_out():
+    decoded = [seg("one", 0.5, 4.0)]
+    regions = [{"start": 0.5, "end": 4.0}, {"start": 5.0, "end": 8.0}, {"start": 9.0, "end": 9.3}]
+    assert uncovered_speech(regions, decoded) == [{"start": 5.0, "end": 8.0}]
+
+
+def test_needs_fallback_follows_whisper():
+    assert needs_fallback([replace(seg("x"), compression_ratio=3.0)], -1.0, 0.6, 2.4)
+    assert needs_fallback([seg("x", logprob=-1.5)], -1.0, 0.6, 2.4)
+    assert not needs_fallback([seg("x", logprob=-1.5, no_speech=0.9)], -1.0, 0.6, 2.4)
+    assert not needs_fallback([seg("x")], -1.0, 0.6, 2.4)
+
+
+def test_build_prompt_keeps_ranked_terms_within_budget():
+    count = lambda text: len(text.split())  # noqa: E731 - one "token" a word
+    terms = [f"Name{i}" for i in range(100)]
+    prompt = build_prompt("A film.", terms, count, 60)
+    assert prompt.tokens <= 60
+    assert prompt.initial_prompt.startswith("A film. Name0, Name1")
+    assert prompt.hotwords.startswith("Name0, Name1")
+    assert set(prompt.terms) == set(terms[: len(prompt.terms)])
+    assert build_prompt("", [], count, 60) == build_prompt("", [], count, 60)
+    assert build_prompt("", [], count, 60).initial_prompt is None
+    with pytest.raises(PermanentError, match="ASR__INITIAL_PROMPT"):
+        build_prompt("word " * 80, terms, count, 60)
+    assert build_prompt("", terms, count, 500).tokens <= 223
