@@ -41,7 +41,8 @@ class TmdbSettings(StageSettings):
     cache_dir: Path | None = Field(None, description="Answer cache; default <CACHE_ROOT>/tmdb.")
     backoff_s: float = Field(1.0, ge=0, description="First wait between HTTP attempts when no Retry-After; doubles.")
     max_wait_s: float = Field(60.0, ge=0, description="Longest wait honoured; a longer Retry-After gives up.")
-    cache_max_age_days: float = Field(30.0, ge=0, description="Cached answers older than this are fetched again; 0 keeps them forever.")
+    cache_max_age_days: float = Field(30.0, ge=0,
+                                      description="Cached answers older than this are fetched again; 0 keeps them.")
     min_title_score: float = Field(70.0, ge=0, le=100, description="Least title similarity (0-100) for a search match.")
 
 
@@ -51,6 +52,18 @@ class PreNerSettings(StageSettings):
     prompt_max_tokens: int = Field(180, ge=16, le=223, description="Whisper prompt budget for names.")
     max_cast: int = 25
     max_variants: int = Field(16, ge=0, description="Most variant spellings kept per glossary entry.")
+
+    def cache_relevant(self) -> dict:
+        """The glossary files' contents count, not just their paths: an edited glossary re-runs pre_ner."""
+        import hashlib
+
+        data = super().cache_relevant()
+        for name in ("glossary_file", "film_glossary_file"):
+            path = getattr(self, name)
+            if path is not None:
+                data[f"{name}_sha256"] = (hashlib.sha256(path.read_bytes()).hexdigest()
+                                          if path.is_file() else "missing")
+        return data
 
 
 class SileroVadSettings(StageSettings):
@@ -67,6 +80,14 @@ class DiarizationSettings(StageSettings):
     min_speakers: int | None = Field(None, ge=1)
     max_speakers: int | None = Field(None, ge=1)
     speaker_names: dict[str, str] = Field(default_factory=dict, description="SPEAKER_00 -> character name.")
+    embedded_window_s: float = Field(1.2, ge=0.5, le=3.0, description="Embedded backend: speaker-embedding window.")
+    embedded_hop_s: float = Field(0.2, ge=0.05, le=1.0, description="Embedded backend: step between windows.")
+    embedded_min_silhouette: float = Field(
+        0.25, ge=0, le=1, description="Embedded backend: silhouette a split into speakers must reach, else one speaker.")
+    embedded_min_speaker_s: float = Field(
+        2.0, gt=0, description="Embedded backend: a cluster with less speech than this is an outlier, not a speaker.")
+    embedded_switch_penalty: float = Field(
+        0.6, ge=0, description="Embedded backend: cost of a speaker change in resegmentation (higher = fewer turns).")
 
 
 class AsrSettings(StageSettings):
@@ -77,6 +98,13 @@ class AsrSettings(StageSettings):
     compute_type: str | None = Field(None, description="Overrides the hardware policy.")
     use_glossary: bool = True
     initial_prompt: str = ""
+    prompt_max_tokens: int = Field(
+        160, ge=0, le=223,
+        description="Tokens for initial prompt and hotwords together (each one fewer for a 30 s window's text).")
+    chunk_s: float = Field(
+        20.0, ge=5.0, le=30.0,
+        description="Speech regions are merged into windows of at most this length. Below Whisper's 30 s: a full "
+                    "window often loses its last words, and Devanagari text of 30 s can overrun the token room.")
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
@@ -88,6 +116,8 @@ class AsrSettings(StageSettings):
 
 class TranslationSettings(StageSettings):
     backend: Literal["whisper", "nmt", "none"] = "whisper"
+    whisper_model: str = Field("asr", description="'asr' (the model the asr stage used) or any ASR__MODEL value.")
+    beam_size: int = Field(5, ge=1, description="Beams for the Whisper translate pass and the NMT model.")
     nmt_model: str = "facebook/nllb-200-distilled-600M"
     batch_size: int = 8
     context_segments: int = Field(1, ge=0, description="Neighbouring segments given as context.")
@@ -99,13 +129,17 @@ class LyricsSettings(StageSettings):
     merge_gap_s: float = 4.0
     threshold: float = 0.5
     subtitle_songs: bool = True
+    text_weight: float = Field(0.35, ge=0, le=1,
+                               description="How much transcript cues (♪, repeated lines) add to the music score.")
+    window_s: float = Field(120.0, gt=10, description="Audio is read and analysed in windows of this length.")
 
 
 class PostNerSettings(StageSettings):
     enabled: bool = True
     threshold: float = Field(85.0, ge=0, le=100)
     min_chars: int = Field(3, ge=1, description="Shorter spans are never corrected.")
-    ambiguity_margin: float = Field(3.0, ge=0, description="Two different names scoring within this of each other: no correction.")
+    ambiguity_margin: float = Field(3.0, ge=0,
+                                    description="Two names scoring within this of each other: no correction.")
 
 
 class SubtitleSettings(StageSettings):

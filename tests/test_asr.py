@@ -37,7 +37,7 @@ from tasks.asr_guards import (
     repeat_spans,
     weak_evidence,
 )
-from tasks.contract import PermanentError, StageResult, file_record, stage_folder_name
+from tasks.contract import PermanentError, StageResult, stage_folder_name
 from tasks.stage import STAGES, RunEnv, execute
 from tasks.whisper_models import (
     Audio,
@@ -50,7 +50,7 @@ from tasks.whisper_models import (
     uncovered_speech,
 )
 from tests.media import dialogue, make_film, speak
-from tests.support import CPU, make_job, run_stage
+from tests.support import CPU, fake_result, make_job, run_stage
 
 PACKAGED_EN = AsrSettings(model="packaged", language="en")
 
@@ -115,27 +115,18 @@ def normalise(text: str) -> str:
 
 # Upstream results ---------------------------------------------------------------------------
 
-def written(job, stage: str, name: str, data: Any) -> StageResult:
-    """A StageResult for a file written where `stage` would write it."""
-    folder = job.dir / stage_folder_name(stage)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return StageResult(stage=stage, version="test", job_id=job.job_id, files=[file_record(job.dir, path)])
-
-
 def upstream_for(root: Path, audio: np.ndarray, turns: list, terms: list[str]) -> tuple[Any, dict[str, StageResult]]:
     """A job with the real demux and silero_vad results, ground-truth speakers.json and a glossary."""
     film = make_film(root / "film.mka", [(audio, "eng")], video=False)
     job = make_job(root, film)
     demux = run_stage("demux", job)
     vad = run_stage("silero_vad", job, upstream={"demux": demux})
-    speakers = written(job, "diarization", "speakers.json", {
+    speakers = fake_result(job, "diarization", {"speakers.json": {
         "backend": "ground-truth", "speakers": sorted({t.speaker for t in turns}),
-        "turns": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns], "names": {}})
-    glossary = written(job, "pre_ner", "glossary.json", {
+        "turns": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns], "names": {}}})
+    glossary = fake_result(job, "pre_ner", {"glossary.json": {
         "entries": [{"canonical": t, "kind": "person", "variants": [], "source": "test", "notes": ""} for t in terms],
-        "prompt_terms": terms, "protected_names": terms})
+        "prompt_terms": terms, "protected_names": terms}})
     return job, {"demux": demux, "silero_vad": vad, "diarization": speakers, "pre_ner": glossary}
 
 
@@ -463,8 +454,8 @@ def test_guard_prompt_echo_cuts_a_recited_hotword_list():
     assert guard_prompt_echo(loop, terms, None)[0].text == "In fact,"
     whole = seg("Ludhiana, Bhardwaj, Chandigarh.")
     assert guard_prompt_echo(whole, terms, None)[0] is None
-    prompt_said = seg("Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh.")
-    assert guard_prompt_echo(prompt_said, [], "Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh.")[0] is None
+    prompt = "Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh."
+    assert guard_prompt_echo(seg(prompt), [], prompt)[0] is None
     real = seg("Tell Jhanvi that Shubhankar is coming.")
     assert guard_prompt_echo(real, terms, None) == (real, None)
     one_name = seg("This is Shubhankar Bhardwaj.")
@@ -543,7 +534,6 @@ def test_audio_windows_from_a_wav_match_the_samples(tmp_path):
     assert audio.duration == 3.0
     assert np.allclose(audio.window(1.0, 1.5), samples[16000:24000], atol=1e-4)
     assert audio.window(2.9, 9.0).size == 1600 and audio.window(5.0, 6.0).size == 0
-    (tmp_path / "b.wav").write_bytes(b"")
     import soundfile as sf
 
     sf.write(tmp_path / "c.wav", samples, 8000)

