@@ -97,6 +97,8 @@ class AsrSettings(StageSettings):
     batch_size: int | None = Field(None, ge=1, description="Overrides the hardware policy.")
     compute_type: str | None = Field(None, description="Overrides the hardware policy.")
     use_glossary: bool = True
+    hotwords: bool = Field(False, description="Also pass the top names as faster-whisper hotwords. Off by default: "
+                           "with batched decoding, small models then tend to recite the list.")
     initial_prompt: str = ""
     prompt_max_tokens: int = Field(
         160, ge=0, le=223,

@@ -59,6 +59,7 @@ from tasks.whisper_models import (
     speech_chunks,
 )
 
+HOTWORD_SHARE = 1 / 3  # of the prompt budget, for the top names, when ASR__HOTWORDS is on
 MODEL_SETTING = "ASR__MODEL"
 
 
@@ -298,7 +299,7 @@ def transcribe(ctx: StageContext, settings: AsrSettings, audio: Audio, speech: l
     choice = resolve_model(settings.model, device, ctx.cache_root, MODEL_SETTING)
     chunks = speech_chunks(speech, audio, settings.chunk_s)
     prompt = model_prompt(choice.path, settings.initial_prompt, terms if settings.use_glossary else [],
-                          settings.prompt_max_tokens, MODEL_SETTING)
+                          settings.prompt_max_tokens, MODEL_SETTING, HOTWORD_SHARE if settings.hotwords else 0.0)
     ctx.log.info("ASR on %s (compute %s, batch %d) with %s from %s; %d speech windows; prompt %d tokens, %d terms",
                  device, compute_type, batch_size, choice.spec, choice.path, len(chunks), prompt.tokens,
                  len(prompt.terms))

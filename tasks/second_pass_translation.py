@@ -30,6 +30,7 @@ import regex
 from settings.stages import TranslationSettings
 from tasks.asr import optional_json, prompt_terms, read_audio
 from tasks.asr_guards import GuardSettings, apply_guards
+from tasks.glossary import spelling_targets
 from tasks.contract import PermanentError, StageContext
 from tasks.stage import stage
 from tasks.whisper_models import (
@@ -237,18 +238,18 @@ def language_setup(family: str, source: str, target: str, tokenizer: Any) -> tup
 # Names -----------------------------------------------------------------------------------
 
 def name_table(glossary: dict[str, Any] | None) -> dict[str, str]:
-    """Every spelling of a protected name (canonical and variants) -> its canonical form."""
+    """Every spelling of a protected name -> what it should read: the part of the name it spells
+    ("Raaj" -> "Raj", not "Raj Malhotra"), from the glossary's own spelling targets."""
     if not glossary:
         return {}
     protected = [str(n) for n in glossary.get("protected_names", []) if str(n).strip()]
     table = {name: name for name in protected}
     wanted = {n.lower() for n in protected}
     for entry in glossary.get("entries", []):
-        canonical = str(entry.get("canonical", ""))
-        if canonical.lower() in wanted:
-            for variant in [canonical, *entry.get("variants", [])]:
-                if str(variant).strip():
-                    table.setdefault(str(variant), canonical)
+        if str(entry.get("canonical", "")).lower() in wanted:
+            for spelling, target in spelling_targets(entry):
+                if spelling.strip():
+                    table.setdefault(spelling, target)
     return table
 
 

@@ -295,10 +295,13 @@ class Prompt:
 
 def build_prompt(user_prompt: str, terms: list[str], count_tokens: Callable[[str], int], budget: int,
                  hotword_share: float = 1 / 3) -> Prompt:
-    """The initial prompt (the user's text, then the ranked names) and hotwords (the top names), within budget.
+    """Hotwords (the top names) and the initial prompt (the user's text, then the names left over), within budget.
 
     Both travel in Whisper's "previous text" slot, so together they must stay within the
-    prompt budget (at most 223 tokens, the half of the context Whisper was trained with).
+    prompt budget (at most 223 tokens, the half of the context Whisper was trained with), and
+    no name may stand there twice: a repeated list of names makes Whisper recite the list
+    instead of the speech (seen with tiny.en on the demo film). Left-over names go in as a
+    sentence, which Whisper takes as context rather than as text to continue.
     Terms are ranked by pre_ner; lower-ranked ones are left out first.
     """
     budget = min(budget, WHISPER_PROMPT_LIMIT)
@@ -313,14 +316,14 @@ def build_prompt(user_prompt: str, terms: list[str], count_tokens: Callable[[str
     hot_tokens = count_tokens(" " + ", ".join(hot)) if hot else 0
 
     def prompt_text(items: list[str]) -> str:
-        names = ", ".join(items) + "." if items else ""
+        names = "Names in this film: " + ", ".join(items) + "." if items else ""
         return " ".join(part for part in (user, names) if part)
 
-    in_prompt = _fit(unique, count_tokens, budget - hot_tokens, prompt_text)
+    in_prompt = _fit(unique[len(hot):], count_tokens, budget - hot_tokens, prompt_text)
     text = prompt_text(in_prompt)
     total = (count_tokens(" " + text) if text else 0) + hot_tokens
     return Prompt(initial_prompt=text or None, hotwords=", ".join(hot) or None,
-                  terms=tuple(dict.fromkeys(in_prompt + hot)), tokens=total)
+                  terms=tuple(dict.fromkeys(hot + in_prompt)), tokens=total)
 
 
 def _fit(items: list[str], count_tokens: Callable[[str], int], budget: int,
@@ -336,7 +339,8 @@ def _fit(items: list[str], count_tokens: Callable[[str], int], budget: int,
     return items[:lo]
 
 
-def model_prompt(model_path: Path, user_prompt: str, terms: list[str], budget: int, setting: str) -> Prompt:
+def model_prompt(model_path: Path, user_prompt: str, terms: list[str], budget: int, setting: str,
+                 hotword_share: float = 0.0) -> Prompt:
     """The prompt counted with the model's own tokenizer, read from its folder before the model loads
     (the prompt is part of the options fixed at load time)."""
     import tokenizers
@@ -348,7 +352,7 @@ def model_prompt(model_path: Path, user_prompt: str, terms: list[str], budget: i
                              f"(setting {setting}).")
     tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
     return build_prompt(user_prompt, terms, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
-                        budget)
+                        budget, hotword_share)
 
 
 # Decoding ---------------------------------------------------------------------
@@ -443,8 +447,14 @@ class WhisperDecoder:
                 by_chunk[index].append(_decoded(seg, first_index + first + index, offset))
             for index, decoded in by_chunk.items():
                 if needs_fallback(decoded, o.log_prob_threshold, o.no_speech_threshold, o.compression_ratio_threshold):
-                    decoded = self.decode_alone(audio, group[index], first_index + first + index, opts)
+                    again = self.decode_alone(audio, group[index], first_index + first + index, opts)
                     self.redecoded += 1
+                    # Sampling at a higher temperature is not always better: keep the batched text only
+                    # when the new one fails Whisper's checks too and is less likely.
+                    fails = needs_fallback(again, o.log_prob_threshold, o.no_speech_threshold,
+                                           o.compression_ratio_threshold)
+                    if not fails or mean_logprob(again) > mean_logprob(decoded):
+                        decoded = again
                 out.extend(decoded)
             if on_batch is not None:
                 on_batch(min(first + batch_size, len(chunks)), len(chunks))
@@ -454,6 +464,15 @@ class WhisperDecoder:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
         segments, _info = self.pipeline.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
         return [_decoded(seg, index, chunk["start"]) for seg in segments]
+
+
+def mean_logprob(segments: list[Decoded]) -> float:
+    """Average log-probability per token, weighted by segment length; -inf for nothing decoded."""
+    weights = [max(seg.end - seg.start, 1e-3) for seg in segments if seg.text.strip()]
+    if not weights:
+        return float("-inf")
+    scores = [seg.avg_logprob for seg in segments if seg.text.strip()]
+    return sum(w * v for w, v in zip(weights, scores, strict=True)) / sum(weights)
 
 
 def uncovered_speech(speech: list[dict[str, float]], decoded: list[Decoded], min_s: float = 0.5,

@@ -559,8 +559,11 @@ def test_build_prompt_keeps_ranked_terms_within_budget():
     terms = [f"Name{i}" for i in range(100)]
     prompt = build_prompt("A film.", terms, count, 60)
     assert prompt.tokens <= 60
-    assert prompt.initial_prompt.startswith("A film. Name0, Name1")
-    assert prompt.hotwords.startswith("Name0, Name1")
+    hot = prompt.hotwords.split(", ")
+    assert hot[:2] == ["Name0", "Name1"]
+    # The names left over follow as a sentence; no name stands in the prompt twice.
+    assert prompt.initial_prompt.startswith(f"A film. Names in this film: Name{len(hot)}, Name{len(hot) + 1}")
+    assert not set(hot) & set(prompt.initial_prompt.rstrip(".").split(": ")[1].split(", "))
     assert set(prompt.terms) == set(terms[: len(prompt.terms)])
     assert build_prompt("", [], count, 60) == build_prompt("", [], count, 60)
     assert build_prompt("", [], count, 60).initial_prompt is None

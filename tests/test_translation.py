@@ -331,3 +331,13 @@ def test_covered_ids_by_time():
     assert covered_ids(3.9, 5.0, segments) == [2]  # covers neither half: the one it overlaps most
     assert covered_ids(10.0, 11.0, segments) == []
     assert covered_ids(0.0, 9.0, segments) == [0, 1, 2]
+
+
+def test_a_variant_maps_to_the_part_of_the_name_it_spells():
+    glossary = {"protected_names": ["Raj Malhotra"],
+                "entries": [{"canonical": "Raj Malhotra", "kind": "person",
+                             "variants": ["Raj", "Malhotra", "Raaj", "Raaj Malhotra"]}]}
+    table = name_table(glossary)
+    assert table["Raaj"] == "Raj"
+    assert table["Raaj Malhotra"] == "Raj Malhotra"
+    assert table["Malhotra"] == "Malhotra"
