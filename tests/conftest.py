@@ -95,3 +95,16 @@ def out_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "out"
     monkeypatch.setenv("OUT_ROOT", str(root))
     return root
+
+
+@pytest.fixture
+def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every outgoing connection fails and is recorded: proves a code path never reaches the network."""
+    attempts: list = []
+
+    def refuse(_sock, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return attempts

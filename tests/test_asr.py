@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -303,14 +302,8 @@ def test_check_language_rules():
         check_language("hi", False, "packaged")
 
 
-def test_missing_hub_model_names_the_fetch_command_without_network(tmp_path, monkeypatch):
-    attempts: list[Any] = []
-
-    def refuse(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError("network is off in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+def test_missing_hub_model_names_the_fetch_command_without_network(tmp_path, network_attempts):
+    attempts = network_attempts
     with pytest.raises(PermanentError) as err:
         resolve_model("small", "cpu", tmp_path, "ASR__MODEL")
     message = str(err.value)

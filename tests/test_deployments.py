@@ -160,11 +160,11 @@ def test_process_work_pool_with_two_workers(prefect_server: str, short_film: Pat
         runs = [run_deployment("subtitle/default", parameters={"job_id": job, "stages": ["demux"]}, timeout=0,
                                as_subflow=False) for job in jobs]
         states = [wait_for(lambda r=r: final_state(r.id), 600, "a work-pool run", logs[0]) for r in runs]
-        workers_used = [log.name for log in logs if "submitting flow run" in log.read_text().lower()
-                        or "flow run" in log.read_text().lower() and "completed" in log.read_text().lower()]
+        taken = {log.name: [str(r.id) for r in runs if f"submitting flow run '{r.id}'" in log.read_text()]
+                 for log in logs}
     assert all(s.is_completed() for s in states), [(s.name, s.message) for s in states]
     for job in jobs:
         (job_dir,) = out_root.glob(f"*/*/*/*/{job}")
         assert (job_dir / "01_demux" / "audio.wav").is_file()
-    print(f"work-pool runs picked up by: {workers_used}")
-    assert workers_used
+    print(f"work-pool runs taken by each worker: {taken}")
+    assert sorted(run for ids in taken.values() for run in ids) == sorted(str(r.id) for r in runs)

@@ -8,7 +8,6 @@ separators included), saved to a folder and loaded through the stage's own loadi
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -261,16 +260,10 @@ def test_nmt_fallbacks_when_the_model_drops_separators_or_placeholders(tiny_nmt)
     assert texts[1] == "सिमरन घर गई"  # placeholder lost: translated again without protection
 
 
-def test_nmt_loader_is_the_one_the_stage_uses_and_never_downloads(tmp_path, tiny_nmt, monkeypatch):
+def test_nmt_loader_is_the_one_the_stage_uses_and_never_downloads(tmp_path, tiny_nmt, network_attempts):
     nmt = load_seq2seq(str(tiny_nmt), tmp_path, "cpu")
     assert nmt.family == "plain" and type(nmt.model).__name__ == "MarianMTModel" and not nmt.model.training
-    attempts: list[Any] = []
-
-    def refuse(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError("network is off in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    attempts = network_attempts
     with pytest.raises(PermanentError) as err:
         load_seq2seq("facebook/nllb-200-distilled-600M", tmp_path, "cpu")
     assert "SECOND_PASS_TRANSLATION__NMT_MODEL" in str(err.value)
