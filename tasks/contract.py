@@ -117,6 +117,7 @@ class StageContext:
         cache_root: Path | None = None,
         progress: Callable[[float, str], None] | None = None,
         gpu_limit: str = "gpu",
+        publish: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.job = job
         self.stage = stage
@@ -131,6 +132,7 @@ class StageContext:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._written: dict[Path, None] = {}
         self._progress = progress
+        self._publish = publish
         self.started = time.monotonic()
 
     # Inputs ---------------------------------------------------------------
@@ -192,6 +194,13 @@ class StageContext:
 
     def written(self) -> list[OutputFile]:
         return [file_record(self.job.dir, path) for path in self._written]
+
+    def report(self, name: str, markdown: str, description: str = "") -> Path:
+        """A Markdown report: written into the stage folder and, in a Prefect run, shown as an artifact."""
+        path = self.write_text(name, markdown)
+        if self._publish is not None:
+            self._publish(Path(name).stem, markdown, description)
+        return path
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.log.info("progress %.0f%% %s", 100 * fraction, message)

@@ -183,7 +183,7 @@ def execute(spec: StageSpec, job: Job, settings: StageSettings, device: StageDev
     ctx = StageContext(job=job, stage=spec.name, device=device, upstream={k: upstream[k] for k in spec.needs},
                        log=log, film=film if spec.uses_film else None, secrets=secrets,
                        cache_root=Path(env.cache_root), progress=progress or _prefect_progress(job, spec.name),
-                       gpu_limit=env.gpu_limit)
+                       gpu_limit=env.gpu_limit, publish=_prefect_markdown(job, spec.name))
     try:
         if env.fail_at == spec.name:
             raise InjectedFault(f"fault injected at {spec.name} (PIPELINE__FAIL_AT)")
@@ -227,17 +227,42 @@ def _skipped(spec: StageSpec, job: Job, device: StageDevice, log: logging.Logger
                        duration_s=duration, skipped=reason, retry_on_resume=transient)
 
 
-def _prefect_progress(job: Job, stage: str) -> Callable[[float, str], None] | None:
-    """A Prefect progress artifact for this stage, when running inside a Prefect run."""
+def _in_task_run() -> bool:
     try:
-        from prefect.artifacts import create_progress_artifact, update_progress_artifact
         from prefect.context import TaskRunContext
 
-        if TaskRunContext.get() is None:
-            return None
+        return TaskRunContext.get() is not None
     except Exception:  # noqa: BLE001
+        return False
+
+
+def _artifact_key(job: Job, stage: str, name: str) -> str:
+    return f"{job.job_id}-{stage}-{name}".lower().replace("_", "-")
+
+
+def _prefect_markdown(job: Job, stage: str) -> Callable[[str, str, str], None] | None:
+    """Publishes a stage's Markdown report as an artifact keyed by job, stage and report name."""
+    if not _in_task_run():
         return None
-    key = f"{job.job_id}-{stage}-progress".lower().replace("_", "-")
+
+    def publish(name: str, markdown: str, description: str) -> None:
+        from prefect.artifacts import create_markdown_artifact
+
+        try:
+            create_markdown_artifact(markdown=markdown, key=_artifact_key(job, stage, name), description=description)
+        except Exception:  # noqa: BLE001 - a report must never fail a stage
+            pass
+
+    return publish
+
+
+def _prefect_progress(job: Job, stage: str) -> Callable[[float, str], None] | None:
+    """A Prefect progress artifact for this stage, when running inside a Prefect run."""
+    if not _in_task_run():
+        return None
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    key = _artifact_key(job, stage, "progress")
     state: dict[str, Any] = {}
 
     def report(fraction: float, message: str) -> None:

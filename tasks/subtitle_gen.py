@@ -149,7 +149,7 @@ def subtitle_gen(ctx: StageContext, settings: SubtitleSettings) -> dict:
         ctx.progress((n + 1) / len(tracks), f"{lang} subtitles written")
     qc["hard_violations"] = sum(data["counts"][rule] for data in qc["tracks"].values() for rule in HARD_RULES)
     ctx.write_json("qc.json", qc)
-    ctx.write_text("qc.md", qc_markdown(qc))
+    ctx.report("qc.md", qc_markdown(qc), f"Subtitle QC of job {ctx.job.job_id}: events breaking each rule")
     return {
         "fps": rules.fps,
         "tracks": summary_tracks,

@@ -84,6 +84,9 @@ def prefect_server() -> Iterator[str]:
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()  # send queued run logs while the server is still there
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop(proc)

@@ -129,7 +129,8 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
                 flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         assert entry.job_id in shown.name and f"job:{entry.job_id}" in shown.tags
         keys = {a.key for a in artifacts}
-        assert {f"{entry.job_id}-stages", f"{entry.job_id}-progress"} <= keys, keys
+        assert {f"{entry.job_id}-stages", f"{entry.job_id}-progress", f"{entry.job_id}-subtitle-gen-qc",
+                f"{entry.job_id}-asr-progress"} <= keys, keys
 
         # The same film again, under another name: no second run.
         shutil.copy(short_film, inbox / "copy of the same film.mkv")
