@@ -30,4 +30,4 @@ uv sync --frozen --quiet
 
 # Creates the cache folders (and fails with a clear message when CACHE_ROOT is not writable).
 .venv/bin/python -c "import settings, settings.caches as c; print('model caches under', c.cache_root())"
-echo "Set-up done: .venv ready; run 'bash scripts/demo.sh' or '.venv/bin/python -m pytest'."
+echo "Set-up done. Demo: .venv/bin/python -m flows.subtitle demo   Tests: .venv/bin/python -m pytest"

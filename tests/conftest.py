@@ -86,7 +86,7 @@ def prefect_server() -> Iterator[str]:
             yield url
             from prefect.logging.handlers import APILogHandler
 
-            APILogHandler.flush()  # send queued run logs while the server is still there
+            APILogHandler().flush()  # send queued run logs while the server is still there
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         stop(proc)
