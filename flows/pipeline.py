@@ -60,6 +60,20 @@ def job_lock(job: Job) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def job_running(job: Job) -> bool:
+    """Whether a run holds the job's lock right now (a killed run holds nothing)."""
+    path = job.dir / ".run.lock"
+    if not path.exists():
+        return False
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 @task(name="detect_hardware", cache_policy=NO_CACHE)
 def detect_hardware(out_root: str, requested_device: str) -> HardwareProfile:
     """Start-up: the machine's profile (cached an hour) and a check of an explicit DEVICE."""

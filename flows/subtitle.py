@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.runtime import flow_run
 
-from flows.pipeline import JobBusy, run_job
+from flows.pipeline import JobBusy, job_running, run_job
 from flows.prepare import InputError, prepare_job
 from settings.jobs import JobNotFound, find_job
 from settings.model import load_settings
@@ -127,13 +127,15 @@ def _status(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     current = manifest.read_manifest(job)
-    print(f"job {job.job_id}  ({job.dir})")
+    running = job_running(job)
+    print(f"job {job.job_id}  ({job.dir}){'  - running now' if running else ''}")
     if not current.stages:
         print("no stage has run yet")
     for name, entry in current.stages.items():
         duration = f"{entry.duration_s:7.1f} s" if entry.duration_s is not None else " " * 9
         note = f"  {entry.message}" if entry.message else ""
-        print(f"  {name:<24} {entry.state:<8} {duration}  {entry.device or '':<6}{note}")
+        state = entry.state if running or entry.state != "running" else "interrupted"
+        print(f"  {name:<24} {state:<11} {duration}  {entry.device or '':<6}{note}")
     return 0
 
 

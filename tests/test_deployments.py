@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from flows.demo import DEMO_SETTINGS
@@ -112,6 +113,8 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
         state = wait_for(lambda: final_state(run.id), 900, "the subtitle run", log)
         assert state.is_completed(), f"{state.name}: {state.message}\n{log.read_text()[-4000:]}"
         assert serve.poll() is None
+        # Stop the watcher only once the run's own process has exited, as an operator would.
+        wait_for(lambda: not psutil.Process(serve.pid).children(recursive=True), 120, "the run's process to exit")
 
         ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
         (entry,) = ledger.films.values()
@@ -132,13 +135,17 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
         assert {f"{entry.job_id}-stages", f"{entry.job_id}-progress", f"{entry.job_id}-subtitle-gen-qc",
                 f"{entry.job_id}-asr-progress"} <= keys, keys
 
-        # The same film again, under another name: no second run.
+
+    # The watcher restarts; the same film comes again under another name: no second run.
+    with background(cmd, env, tmp_path / "serve-again.log"):
+        wait_for(lambda: deployment_id("watch-folder/inbox"), 180, "the served deployments", log)
         shutil.copy(short_film, inbox / "copy of the same film.mkv")
         for _ in range(2):
             assert run_deployment("watch-folder/inbox", timeout=180, as_subflow=False).state.is_completed()
-        assert len(runs_of("subtitle/default")) == 1
-        ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
-        assert [e.state for e in ledger.films.values()] == ["done"]
+        again = runs_of("subtitle/default")
+        assert len(again) == 1, [(r.name, r.state_name, r.created, r.idempotency_key, r.run_count) for r in again]
+    ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
+    assert [e.state for e in ledger.films.values()] == ["done"]
 
 
 def test_process_work_pool_with_two_workers(prefect_server: str, short_film: Path, tmp_path: Path,

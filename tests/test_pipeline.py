@@ -157,6 +157,9 @@ def test_kill_9_mid_stage_resumes_there(job: Job, tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (stage_dir / "speech.txt").exists(), "a half-written file must never look finished"
+    status = subprocess.run([sys.executable, "-m", "flows.subtitle", "status", job.job_id], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "silero_vad" in status.stdout and "interrupted" in status.stdout, status.stdout + status.stderr
     assert sorted(calls(job)) == ["demux", "silero_vad", "tmdb"]
     env["FILMSUBS_TEST_SLOW"] = "0"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
