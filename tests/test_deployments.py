@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from flows.demo import DEMO_SETTINGS
 from flows.sample_film import dialogue, make_film
+from tests.conftest import stop
 
 PROJECT = Path(__file__).resolve().parents[1]
 OFFLINE_ENV = {
@@ -35,13 +35,7 @@ def background(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subpr
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop(proc)
 
 
 def wait_for(check, timeout: float, what: str, log: Path | None = None):
