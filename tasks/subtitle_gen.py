@@ -105,9 +105,6 @@ def subtitle_gen(ctx: StageContext, settings: SubtitleSettings) -> dict:
     film = ctx.film
     media = ctx.input_json("demux", "media.json")
     english = _upstream_json(ctx, "post_ner", "english.json", "run post_ner again (it must write english.json).")
-    if english is None:
-        raise PermanentError("post_ner was skipped, so there is no English text to subtitle; enable POST_NER__ENABLED "
-                             "or check why it was skipped in the job's manifest.")
     transcript = _upstream_json(ctx, "asr", "transcript.json", "run asr again.")
     songs = _upstream_json(ctx, "lyrics_detection", "songs.json", "run lyrics_detection again.")
     audience = film.audience if film else "adult"
