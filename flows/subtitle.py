@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, tags
 from prefect.runtime import flow_run
 
-from flows.pipeline import JobBusy, job_running, run_job
+from flows.pipeline import JobBusy, PipelineError, job_running, run_job
 from flows.prepare import InputError, prepare_job
 from settings.jobs import JobNotFound, find_job
 from settings.model import load_settings
@@ -155,6 +155,11 @@ def _run(argv: list[str]) -> int:
     except (JobNotFound, JobBusy, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PipelineError as exc:
+        job = find_job(load_settings().out_root, args.job_id)
+        print(f"error: {exc}\nThe stage logs are in {job.logs_dir}; run the job again to resume from there.",
+              file=sys.stderr)
+        return 1
     job = find_job(load_settings().out_root, args.job_id)
     print(f"job {args.job_id} finished: {len(results)} stages; outputs in {job.output_dir}")
     return 0
