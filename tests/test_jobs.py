@@ -147,3 +147,13 @@ def test_read_only_cache_root_names_the_setting(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert done.returncode != 0
     assert "CACHE_ROOT" in done.stderr and "not writable" in done.stderr
+
+
+def test_a_failed_stage_ends_the_run_with_a_clear_message(prefect_server: str, film: Path, out_root: Path) -> None:
+    job_id = cli("prepare", str(film)).stdout.strip()
+    done = cli(job_id, env={"PIPELINE__FAIL_AT": "demux", "PREFECT_API_URL": prefect_server}, timeout=300)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-2:]
+    assert "stage demux failed" in last[0] and "run the job again to resume" in last[1], done.stderr[-2000:]
+    status = cli("status", job_id)
+    assert "demux" in status.stdout and "failed" in status.stdout and "fault injected" in status.stdout
