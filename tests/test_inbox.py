@@ -52,3 +52,19 @@ def test_failed_films_run_again_only_when_changed(tmp_path: Path) -> None:
     assert not needs_run(failed, film)
     os.utime(film, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert needs_run(failed, film)
+
+
+def test_a_file_that_is_not_a_film_is_noted_and_left_in_place(prefect_server: str, tmp_path: Path,
+                                                               out_root: Path) -> None:
+    from flows.inbox import ledger_path
+    from flows.watch import watch_folder
+
+    inbox = tmp_path / "inbox"
+    bad = touch(inbox / "broken.mkv", b"not a film at all")
+    first, second = watch_folder(str(inbox)), watch_folder(str(inbox))
+    assert first["started"] == second["started"] == 0
+    ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
+    (entry,) = ledger.films.values()
+    assert entry.state == "failed" and "not a usable film" in entry.note and entry.path == str(bad)
+    assert bad.exists()
+    assert watch_folder(str(inbox))["started"] == 0  # unchanged: not tried again
