@@ -60,6 +60,13 @@ def deployment_id(name: str):
             return None
 
 
+def watch_parameters() -> dict:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name("watch-folder/inbox").parameters
+
+
 def runs_of(deployment: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -93,7 +100,8 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
     inbox.mkdir()
     env = os.environ | OFFLINE_ENV | {"PREFECT_API_URL": prefect_server, "OUT_ROOT": str(out_root)}
     log = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "deployments.serve", "--inbox", str(inbox), "--interval", "3600"]
+    # No schedule: the test triggers every scan itself, so no scheduled scan can race it.
+    cmd = [sys.executable, "-m", "deployments.serve", "--inbox", str(inbox), "--interval", "0"]
     with background(cmd, env, log) as serve:
         wait_for(lambda: deployment_id("watch-folder/inbox") and deployment_id("subtitle/default"), 180,
                  "the served deployments", log)
@@ -130,9 +138,10 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
                 f"{entry.job_id}-asr-progress"} <= keys, keys
 
 
-    # The watcher restarts; the same film comes again under another name: no second run.
-    with background(cmd, env, tmp_path / "serve-again.log"):
-        wait_for(lambda: deployment_id("watch-folder/inbox"), 180, "the served deployments", log)
+    # The watcher restarts, now moving finished films away; the same film comes again under
+    # another name: no second run.
+    with background(cmd + ["--processed", "move"], env, tmp_path / "serve-again.log"):
+        wait_for(lambda: watch_parameters().get("processed") == "move", 180, "the re-served deployment", log)
         shutil.copy(short_film, inbox / "copy of the same film.mkv")
         for _ in range(2):
             assert run_deployment("watch-folder/inbox", timeout=180, as_subflow=False).state.is_completed()
@@ -140,6 +149,9 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
         assert len(again) == 1, [(r.name, r.state_name, r.created, r.idempotency_key, r.run_count) for r in again]
     ledger = Ledger.model_validate_json(ledger_path(out_root, inbox).read_text())
     assert [e.state for e in ledger.films.values()] == ["done"]
+    moved = inbox / ".done" / short_film.name
+    assert moved.is_file() and not (inbox / short_film.name).exists()
+    assert [e.path for e in ledger.films.values()] == [str(moved)]
 
 
 def test_process_work_pool_with_two_workers(prefect_server: str, short_film: Path, tmp_path: Path,
