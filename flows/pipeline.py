@@ -25,7 +25,7 @@ from hardware.profile import HardwareProfile, cached_profile
 from settings.jobs import Job, find_job
 from settings.model import SECRET_FIELDS, Settings, load_settings
 from tasks import manifest
-from tasks.contract import StageResult, files_intact
+from tasks.contract import PermanentError, StageResult, files_intact
 from tasks.stage import RunEnv, StageSpec, close_logger, stage_logger
 
 
@@ -189,6 +189,7 @@ def _run(job: Job, settings: Settings, plan: list[StageSpec], forced: set[str], 
     if partial:
         _check_upstream_done(job, plan, forced)
 
+    _preflight(job, settings, profile, plan, forced, log)
     storage = job.results_dir  # a Path: Prefect makes a LocalFileSystem of it, no saved block needed
     env = RunEnv(cache_root=str(settings.cache_root), fail_at=settings.pipeline.fail_at, gpu_limit=gpu_limit,
                  secrets={name: getattr(settings, name) for name in SECRET_FIELDS})
@@ -249,6 +250,23 @@ def _run(job: Job, settings: Settings, plan: list[StageSpec], forced: set[str], 
             publisher.table()
         except Exception as exc:  # noqa: BLE001 - the artifact must not hide the run's own outcome
             log.warning("could not publish the stage table: %s", exc)
+
+
+def _preflight(job: Job, settings: Settings, profile: HardwareProfile, plan: list[StageSpec], forced: set[str],
+               log: logging.Logger) -> None:
+    """Each stage that will run checks what it needs (its model) before anything heavy starts."""
+    state = manifest.read_manifest(job).stages
+    for spec in plan:
+        finished = spec.name in state and state[spec.name].state in {"done", "cached"}
+        if spec.preflight is None or (finished and spec.name not in forced):
+            continue
+        try:
+            spec.preflight(settings.stage(spec.name), stage_device(profile, spec.name, settings.device),
+                           settings.cache_root)
+        except PermanentError as exc:
+            log.error("stage %s cannot run: %s", spec.name, exc)
+            manifest.update_stage(job, spec.name, state="failed", message=f"not started: {exc}"[:300])
+            raise PipelineError(f"stage {spec.name} cannot run: {exc}") from exc
 
 
 def _check_upstream_done(job: Job, plan: list[StageSpec], forced: set[str]) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hardware.policy import StageDevice
 from settings.stages import AsrSettings
 from tasks.asr_guards import GuardSettings, apply_guards
 from tasks.contract import PermanentError, StageContext
@@ -330,7 +331,13 @@ def transcribe(ctx: StageContext, settings: AsrSettings, audio: Audio, speech: l
             "batch_size": batch_size}
 
 
-@stage("asr", version="1", needs=("demux", "silero_vad", "diarization", "pre_ner"), gpu=True)
+def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path) -> None:
+    """The model must be on disk before the run starts (nothing is downloaded during a run)."""
+    resolve_model(settings.model, device.device, cache_root, MODEL_SETTING)
+
+
+@stage("asr", version="1", needs=("demux", "silero_vad", "diarization", "pre_ner"), gpu=True,
+       preflight=asr_preflight)
 def asr(ctx: StageContext, settings: AsrSettings) -> dict:
     audio = read_audio(ctx.input("demux", "audio.wav"))
     speech = ctx.input_json("silero_vad", "speech_segments.json")["segments"]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -32,6 +33,9 @@ from tasks.contract import (
 )
 
 Body = Callable[[StageContext, Any], dict[str, Any]]
+# A cheap check run before any stage starts: raises PermanentError when the stage could not run
+# (a missing model), so bad set-ups fail before the heavy work, not an hour into it.
+Preflight = Callable[[Any, StageDevice, Path], None]
 
 
 class StageSkipped(Exception):
@@ -65,6 +69,7 @@ class StageSpec:
     gpu: bool = False
     uses_film: bool = False
     secrets: tuple[str, ...] = ()
+    preflight: Preflight | None = None
     _task: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     def cache_key(self, job_id: str, settings: StageSettings, upstream: dict[str, StageResult],
@@ -103,12 +108,13 @@ STAGES: dict[str, StageSpec] = {}
 
 
 def stage(name: str, version: str, *, needs: tuple[str, ...] = (), optional: bool = False, gpu: bool = False,
-          uses_film: bool = False, secrets: tuple[str, ...] = (), register: bool = True) -> Callable[[Body], StageSpec]:
+          uses_film: bool = False, secrets: tuple[str, ...] = (), preflight: Preflight | None = None,
+          register: bool = True) -> Callable[[Body], StageSpec]:
     """Declare a stage. `needs` names the upstream stages whose results the body reads."""
 
     def wrap(body: Body) -> StageSpec:
         spec = StageSpec(name=name, version=version, body=body, needs=needs, optional=optional, gpu=gpu,
-                         uses_film=uses_film, secrets=secrets)
+                         uses_film=uses_film, secrets=secrets, preflight=preflight)
         if register:
             STAGES[name] = spec
         return spec
@@ -178,7 +184,6 @@ def execute(spec: StageSpec, job: Job, settings: StageSettings, device: StageDev
     log.info("stage %s v%s on device %s (compute %s, batch %d)", spec.name, spec.version, device.device,
              device.compute_type, device.batch_size)
     secrets = {name: env.secrets.get(name) for name in spec.secrets}
-    from pathlib import Path
 
     ctx = StageContext(job=job, stage=spec.name, device=device, upstream={k: upstream[k] for k in spec.needs},
                        log=log, film=film if spec.uses_film else None, secrets=secrets,

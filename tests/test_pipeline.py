@@ -166,3 +166,18 @@ def test_kill_9_mid_stage_resumes_there(job: Job, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(calls(job)) == ["asr", "silero_vad", "subtitle_gen"]
     assert len((stage_dir / "speech.txt").read_text().splitlines()) == 20
+
+
+def test_a_missing_model_stops_the_run_before_any_stage(tmp_path: Path, out_root: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real flow with ASR__MODEL naming a model that is not cached: refused before demux runs."""
+    from flows.subtitle import subtitle
+
+    film = make_film(tmp_path / "film.mkv", [(noise(1.0), "hin")])
+    monkeypatch.setenv("CACHE_ROOT", str(tmp_path / "empty-cache"))
+    job = prepare_job(film, {"asr": {"model": "small"}, "cache_root": str(tmp_path / "empty-cache")})
+    with pytest.raises(Exception, match="stage asr cannot run: .*hf download Systran/faster-whisper-small"):
+        subtitle(job_id=job.job_id)
+    stages = manifest.read_manifest(job).stages
+    assert stages["asr"].state == "failed" and stages["asr"].message.startswith("not started")
+    assert stages["demux"].state == "pending" and not (job.dir / "01_demux").exists()
