@@ -262,7 +262,7 @@ def _preflight(job: Job, settings: Settings, profile: HardwareProfile, plan: lis
             continue
         try:
             spec.preflight(settings.stage(spec.name), stage_device(profile, spec.name, settings.device),
-                           settings.cache_root)
+                           settings.cache_root, {name: getattr(settings, name) for name in spec.secrets})
         except PermanentError as exc:
             log.error("stage %s cannot run: %s", spec.name, exc)
             manifest.update_stage(job, spec.name, state="failed", message=f"not started: {exc}"[:300])

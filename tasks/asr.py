@@ -331,7 +331,7 @@ def transcribe(ctx: StageContext, settings: AsrSettings, audio: Audio, speech: l
             "batch_size": batch_size}
 
 
-def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path) -> None:
+def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, _secrets: dict) -> None:
     """The model must be on disk before the run starts (nothing is downloaded during a run)."""
     resolve_model(settings.model, device.device, cache_root, MODEL_SETTING)
 

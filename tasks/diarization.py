@@ -207,12 +207,25 @@ def embedded_params(settings: DiarizationSettings) -> EmbeddedParams:
                           min_speakers=settings.min_speakers, max_speakers=settings.max_speakers)
 
 
-@stage("diarization", version="1", needs=("demux", "silero_vad"), gpu=True, secrets=("hf_token",))
+def token_of(secrets: dict[str, Any]) -> str | None:
+    secret = secrets.get("hf_token")
+    return secret.get_secret_value() if secret is not None else None
+
+
+def diarization_preflight(settings: DiarizationSettings, _device: Any, _cache_root: Path,
+                          secrets: dict[str, Any]) -> None:
+    """Bad speaker bounds, or DIARIZATION__BACKEND=pyannote without its token or model, stop the run
+    before it starts."""
+    check_speaker_bounds(settings)
+    choose_backend(settings, token_of(secrets))
+
+
+@stage("diarization", version="1", needs=("demux", "silero_vad"), gpu=True, secrets=("hf_token",),
+       preflight=diarization_preflight)
 def diarization(ctx: StageContext, settings: DiarizationSettings) -> dict:
     check_speaker_bounds(settings)
     wav = ctx.input("demux", "audio.wav")
-    secret = ctx.secrets.get("hf_token")
-    token = secret.get_secret_value() if secret is not None else None
+    token = token_of(ctx.secrets)
     backend, reason, config = choose_backend(settings, token)
     log = ctx.log.warning if reason.startswith("auto:") else ctx.log.info
     log("diarization backend %s (%s) on device %s", backend, reason, ctx.device.device)

@@ -35,7 +35,8 @@ from tasks.contract import (
 Body = Callable[[StageContext, Any], dict[str, Any]]
 # A cheap check run before any stage starts: raises PermanentError when the stage could not run
 # (a missing model), so bad set-ups fail before the heavy work, not an hour into it.
-Preflight = Callable[[Any, StageDevice, Path], None]
+# It receives the stage's settings, device, the cache root and the secrets the stage declared.
+Preflight = Callable[[Any, StageDevice, Path, dict[str, SecretStr | None]], None]
 
 
 class StageSkipped(Exception):

@@ -181,3 +181,16 @@ def test_a_missing_model_stops_the_run_before_any_stage(tmp_path: Path, out_root
     stages = manifest.read_manifest(job).stages
     assert stages["asr"].state == "failed" and stages["asr"].message.startswith("not started")
     assert stages["demux"].state == "pending" and not (job.dir / "01_demux").exists()
+
+
+def test_pyannote_without_a_token_stops_the_run_before_any_stage(tmp_path: Path, out_root: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.subtitle import subtitle
+
+    film = make_film(tmp_path / "film.mkv", [(noise(1.0), "hin")])
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("FILMSUBS_CONFIG_DIR", str(tmp_path / "no-config"))  # no config/secrets.json either
+    job = prepare_job(film, {"diarization": {"backend": "pyannote"}, "asr": {"model": "packaged"}})
+    with pytest.raises(Exception, match="stage diarization cannot run: .*HF_TOKEN"):
+        subtitle(job_id=job.job_id)
+    assert manifest.read_manifest(job).stages["demux"].state == "pending"
