@@ -106,8 +106,8 @@ def selected_stages(specs: Sequence[StageSpec], stages: Sequence[str] | None,
         raise ValueError("give either --stages or --from-stage, not both")
     if stages:
         wanted = set(stages)
-        keep = [s for s in specs if s.name in wanted or s.name in _ancestors(specs, wanted)]
-        return keep, wanted
+        keep = wanted | _ancestors(specs, wanted)
+        return [s for s in specs if s.name in keep], wanted
     if from_stage:
         return list(specs), set(names[names.index(from_stage):])
     return list(specs), set()
