@@ -150,7 +150,7 @@ def test_read_only_cache_root_names_the_setting(tmp_path: Path) -> None:
 
 
 def test_a_failed_stage_ends_the_run_with_a_clear_message(prefect_server: str, film: Path, out_root: Path) -> None:
-    job_id = cli("prepare", str(film)).stdout.strip()
+    job_id = cli("prepare", str(film), "--set", "ASR__MODEL=packaged").stdout.strip()
     done = cli(job_id, env={"PIPELINE__FAIL_AT": "demux", "PREFECT_API_URL": prefect_server}, timeout=300)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-2:]
