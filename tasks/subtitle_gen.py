@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from settings.stages import SubtitleSettings
-from tasks.contract import PermanentError, StageContext
+from tasks.contract import StageContext
 from tasks.stage import stage
 from tasks.subtitle_formats import qc_markdown, render, subtitle_file
 from tasks.subtitle_layout import (
@@ -90,37 +90,27 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-def _upstream_json(ctx: StageContext, stage_name: str, name: str, hint: str) -> Any:
-    result = ctx.result(stage_name)
-    if result.skipped:
-        return None
-    try:
-        return ctx.input_json(stage_name, name)
-    except KeyError as exc:
-        raise PermanentError(f"stage {stage_name} wrote no {name}; {hint}") from exc
-
-
 @stage("subtitle_gen", version="1", needs=("demux", "asr", "post_ner", "lyrics_detection"), uses_film=True)
 def subtitle_gen(ctx: StageContext, settings: SubtitleSettings) -> dict:
     film = ctx.film
     media = ctx.input_json("demux", "media.json")
-    english = _upstream_json(ctx, "post_ner", "english.json", "run post_ner again (it must write english.json).")
-    transcript = _upstream_json(ctx, "asr", "transcript.json", "run asr again.")
-    songs = _upstream_json(ctx, "lyrics_detection", "songs.json", "run lyrics_detection again.")
+    english = ctx.input_json("post_ner", "english.json")
+    transcript = ctx.input_json("asr", "transcript.json")
+    songs = ctx.input_json("lyrics_detection", "songs.json")
     audience = film.audience if film else "adult"
     rules = rules_for(settings, media.get("fps"), audience)
     offset = round(float((media.get("clip") or {}).get("start") or 0.0) * rules.fps)
     stem = Path(ctx.job_file.input_path).stem
     target_lang = str(english.get("target_language") or (film.target_lang if film else "en"))
-    source_lang = str((transcript or {}).get("language") or (film.source_lang if film else "hi"))
+    source_lang = str(transcript.get("language") or (film.source_lang if film else "hi"))
     ctx.log.info("layout on cpu: %s, %.3f fps, %.0f cps (%s audience), songs %s", target_lang, rules.fps,
-                 rules.max_cps, audience, "subtitled" if (songs or {}).get("subtitle_songs", True) else "left out")
+                 rules.max_cps, audience, "subtitled" if songs.get("subtitle_songs", True) else "left out")
 
     tracks: list[tuple[str, str, list[dict[str, Any]], tuple[str, ...], Tagger | None]] = [
         (target_lang, "target", english.get("segments", []), ("source_ids",),
          spacy_tagger(settings.spacy_model) if target_lang == "en" else None),
     ]
-    if settings.source_subtitles and transcript is not None:
+    if settings.source_subtitles:
         if source_lang == target_lang:
             ctx.log.info("source language is %s too: no separate source-language track", source_lang)
         else:
