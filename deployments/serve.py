@@ -23,21 +23,32 @@ WATCH_NAME = "inbox"
 
 def deployments(inbox: Path, interval_s: float, processed: str = "ledger"):
     return [
-        subtitle.to_deployment(name=SUBTITLE_NAME, tags=["filmsubs"],
-                               description="Subtitle a job (job_id), or prepare and subtitle a film (input_path)."),
-        watch_folder.to_deployment(name=WATCH_NAME, interval=timedelta(seconds=interval_s) if interval_s > 0 else None,
-                                   tags=["filmsubs"],
-                                   parameters={"inbox": str(inbox.expanduser().resolve()), "processed": processed},
-                                   description="Scan the inbox; start a subtitle run for each new, fully copied film."),
+        subtitle.to_deployment(
+            name=SUBTITLE_NAME,
+            tags=["filmsubs"],
+            description="Subtitle a job (job_id), or prepare and subtitle a film (input_path).",
+        ),
+        watch_folder.to_deployment(
+            name=WATCH_NAME,
+            interval=timedelta(seconds=interval_s) if interval_s > 0 else None,
+            tags=["filmsubs"],
+            parameters={"inbox": str(inbox.expanduser().resolve()), "processed": processed},
+            description="Scan the inbox; start a subtitle run for each new, fully copied film.",
+        ),
     ]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--inbox", type=Path, default=Path("inbox"))
-    parser.add_argument("--interval", type=float, default=60.0,
-                        help="seconds between inbox scans; 0 for none (scans only when triggered)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        help="seconds between inbox scans; 0 for none (scans only when triggered)",
+    )
     parser.add_argument("--processed", choices=["ledger", "move"], default="ledger")
     parser.add_argument("--limit", type=int, default=None, help="most flow runs at once on this machine")
     args = parser.parse_args(argv)

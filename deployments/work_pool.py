@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from prefect import Flow
 
@@ -35,20 +36,44 @@ def register(pool: str, inbox: Path | None, interval_s: float, source: Path = PR
     """Deploy both flows to `pool`; returns the deployment ids."""
     ensure_pool(pool)
     ids = []
-    subtitle = Flow.from_source(source=str(source), entrypoint="flows/subtitle.py:subtitle")
-    ids.append(str(subtitle.deploy(name=SUBTITLE_NAME, work_pool_name=pool, tags=["filmsubs"], build=False,
-                                   push=False, print_next_steps=False)))
+    subtitle: Any = Flow.from_source(source=str(source), entrypoint="flows/subtitle.py:subtitle")  # sync dispatch
+    ids.append(
+        str(
+            subtitle.deploy(
+                name=SUBTITLE_NAME,
+                work_pool_name=pool,
+                tags=["filmsubs"],
+                build=False,
+                push=False,
+                print_next_steps=False,
+            )
+        )
+    )
     if inbox is not None:
-        watch = Flow.from_source(source=str(source), entrypoint="flows/watch.py:watch_folder")
-        ids.append(str(watch.deploy(name=WATCH_NAME, work_pool_name=pool, tags=["filmsubs"], build=False,
-                                    push=False, print_next_steps=False, interval=timedelta(seconds=interval_s),
-                                    parameters={"inbox": str(inbox.expanduser().resolve())})))
+        watch: Any = Flow.from_source(source=str(source), entrypoint="flows/watch.py:watch_folder")
+        ids.append(
+            str(
+                watch.deploy(
+                    name=WATCH_NAME,
+                    work_pool_name=pool,
+                    tags=["filmsubs"],
+                    build=False,
+                    push=False,
+                    print_next_steps=False,
+                    interval=timedelta(seconds=interval_s),
+                    parameters={"inbox": str(inbox.expanduser().resolve())},
+                )
+            )
+        )
     return ids
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m deployments.work_pool", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.work_pool",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--pool", default="filmsubs")
     parser.add_argument("--inbox", type=Path)
     parser.add_argument("--interval", type=float, default=60.0)

@@ -39,7 +39,7 @@ SONG_SECONDS = 24.0
 GLOSSARY = "term\tpreferred\tnotes\nRaj\tRaj\thero\nSimran\tSimran\theroine\nAmritsar\tAmritsar\tcity\n"
 DEMO_SETTINGS: dict[str, Any] = {
     "film": {"title": "Sample Film", "source_lang": "en", "target_lang": "en"},
-    "asr": {"model": "packaged", "language": "en"},
+    "asr": {"model": "packaged"},
     "diarization": {"backend": "embedded"},
 }
 
@@ -54,9 +54,14 @@ def build_sample_film(path: Path) -> dict[str, Any]:
     audio = np.concatenate([first, song, second])
     make_film(path, [(audio, "eng")])
     turns = [t.__dict__ for t in turns1] + [
-        {**t.__dict__, "start": round(t.start + offset, 3), "end": round(t.end + offset, 3)} for t in turns2]
-    truth = {"turns": turns, "song": {"start": round(song_start, 3), "end": round(offset, 3)},
-             "duration_s": round(audio.size / RATE, 3), "names": ["Raj", "Simran", "Amritsar"]}
+        {**t.__dict__, "start": round(t.start + offset, 3), "end": round(t.end + offset, 3)} for t in turns2
+    ]
+    truth = {
+        "turns": turns,
+        "song": {"start": round(song_start, 3), "end": round(offset, 3)},
+        "duration_s": round(audio.size / RATE, 3),
+        "names": ["Raj", "Simran", "Amritsar"],
+    }
     path.with_suffix(".truth.json").write_text(json.dumps(truth, indent=2))
     return truth
 
@@ -70,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from flows.subtitle import subtitle
     from settings.model import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m flows.subtitle demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.subtitle demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out-film", type=Path, help="where to write the sample film (default out/demo/)")
     args = parser.parse_args(argv)
     film = args.out_film or load_settings().out_root / "demo" / "Sample Film (2026).mkv"

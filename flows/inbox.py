@@ -19,8 +19,27 @@ from pydantic import BaseModel, Field
 from settings.jobs import now_iso, write_text_atomic
 
 MEDIA_EXTENSIONS = {
-    ".mkv", ".mp4", ".m4v", ".mov", ".avi", ".webm", ".ts", ".m2ts", ".mpg", ".mpeg", ".wmv", ".flv",
-    ".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".wma", ".mka",
+    ".mkv",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".webm",
+    ".ts",
+    ".m2ts",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".wav",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".flac",
+    ".ogg",
+    ".opus",
+    ".wma",
+    ".mka",
 }
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", "~", ".!qb", ".swp")
 

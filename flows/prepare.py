@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hardware.policy import resolve_device
-from hardware.profile import cached_profile
 from settings.jobs import Job, JobFile, allocate_job_id, fingerprint, job_dir_for, now_iso, write_text_atomic
 from settings.model import Settings, job_env_text, load_settings
 from tasks.media import MediaError, audio_streams, probe
@@ -39,21 +37,26 @@ def checked_input(path: Path) -> dict[str, Any]:
 
 
 def prepare_job(film: Path, overrides: dict[str, Any] | None = None) -> Job:
-    """Create a job for `film`: id, folder, `.<JOB_ID>.env` (DEVICE from the hardware profile), `job.json`."""
+    """Create a job for `film`: id, folder, `.<JOB_ID>.env`, `job.json`.
+
+    DEVICE stays as the user gave it (`auto` by default): the device is picked on the machine that
+    runs the job, which need not be this one (a watch folder on a CPU box feeding GPU workers).
+    """
     film = film.expanduser().resolve()
     checked_input(film)
     settings: Settings = load_settings(overrides=overrides)
-    if settings.device == "auto":
-        profile = cached_profile(settings.out_root / "hardware_cache.json")
-        settings.device = resolve_device(profile, "auto")
-    else:
-        resolve_device(cached_profile(settings.out_root / "hardware_cache.json"), settings.device)
     job_id = allocate_job_id(settings.out_root)
     job = Job(job_id=job_id, dir=job_dir_for(settings.out_root, job_id, settings.user))
     job.dir.mkdir(parents=True, exist_ok=False)
     job.logs_dir.mkdir()
     write_text_atomic(job.env_file, job_env_text(settings))
-    record = JobFile(job_id=job_id, input_path=str(film), input_size=film.stat().st_size,
-                     fingerprint=fingerprint(film), created=now_iso(), user=settings.user)
+    record = JobFile(
+        job_id=job_id,
+        input_path=str(film),
+        input_size=film.stat().st_size,
+        fingerprint=fingerprint(film),
+        created=now_iso(),
+        user=settings.user,
+    )
     write_text_atomic(job.job_file, record.model_dump_json(indent=2))
     return job

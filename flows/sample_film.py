@@ -17,7 +17,10 @@ import numpy as np
 import soundfile as sf
 
 RATE = 16000
-INSTALL_HINT = "Install it with `bash scripts/setup.sh` (Debian: apt-get install -y ffmpeg espeak-ng sox; macOS: brew install ffmpeg espeak-ng sox)."
+INSTALL_HINT = (
+    "Install it with `bash scripts/setup.sh` (Debian: apt-get install -y ffmpeg espeak-ng sox; "
+    "macOS: brew install ffmpeg espeak-ng sox)."
+)
 
 # Voices that sound clearly different (espeak-ng voice+variant, pitch 0-99, words a minute).
 VOICES: dict[str, tuple[str, int, int]] = {
@@ -60,7 +63,7 @@ def speak(text: str, speaker: str = "A") -> np.ndarray:
 
 def trim(audio: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     loud = np.flatnonzero(np.abs(audio) > threshold)
-    return audio[loud[0]: loud[-1] + 1] if loud.size else audio[:0]
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio[:0]
 
 
 def music(seconds: float, *, drums: bool = True) -> np.ndarray:
@@ -68,17 +71,36 @@ def music(seconds: float, *, drums: bool = True) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "m.wav"
         chords = ["pluck", "C3", "pluck", "E3", "pluck", "G3", "pluck", "C4"]
-        run(["sox", "-n", "-r", str(RATE), "-c", "1", str(out), "synth", str(seconds), *chords,
-             "tremolo", "2", "40", "gain", "-12"])
+        run(
+            [
+                "sox",
+                "-n",
+                "-r",
+                str(RATE),
+                "-c",
+                "1",
+                str(out),
+                "synth",
+                str(seconds),
+                *chords,
+                "tremolo",
+                "2",
+                "40",
+                "gain",
+                "-12",
+            ]
+        )
         audio, _ = sf.read(out, dtype="float32")
     if drums:
         beat = np.zeros_like(audio)
         period = int(0.5 * RATE)  # 120 bpm
-        hit = (np.random.default_rng(0).standard_normal(int(0.06 * RATE)) * np.exp(-np.linspace(0, 8, int(0.06 * RATE))))
-        kick = np.sin(2 * np.pi * 60 * np.arange(int(0.12 * RATE)) / RATE) * np.exp(-np.linspace(0, 6, int(0.12 * RATE)))
+        hit = np.random.default_rng(0).standard_normal(int(0.06 * RATE)) * np.exp(-np.linspace(0, 8, int(0.06 * RATE)))
+        kick = np.sin(2 * np.pi * 60 * np.arange(int(0.12 * RATE)) / RATE) * np.exp(
+            -np.linspace(0, 6, int(0.12 * RATE))
+        )
         for i, start in enumerate(range(0, audio.size - period, period)):
             source = kick if i % 2 == 0 else hit
-            beat[start: start + source.size] += 0.5 * source.astype(np.float32)
+            beat[start : start + source.size] += 0.5 * source.astype(np.float32)
         audio = audio + beat
     return (audio / max(1e-6, np.abs(audio).max()) * 0.5).astype(np.float32)
 
@@ -88,8 +110,9 @@ def noise(seconds: float, level: float = 0.01) -> np.ndarray:
     return (rng.standard_normal(int(seconds * RATE)) * level).astype(np.float32)
 
 
-def dialogue(lines: list[tuple[str, str]], gaps: list[float] | float = 0.8, lead: float = 0.5,
-             tail: float = 0.5) -> tuple[np.ndarray, list[Turn]]:
+def dialogue(
+    lines: list[tuple[str, str]], gaps: list[float] | float = 0.8, lead: float = 0.5, tail: float = 0.5
+) -> tuple[np.ndarray, list[Turn]]:
     """Lines `(speaker, text)` spoken in turn with the given gaps; returns audio and the true turns."""
     gap_list = gaps if isinstance(gaps, list) else [gaps] * len(lines)
     pieces: list[np.ndarray] = [np.zeros(int(lead * RATE), np.float32)]
@@ -110,8 +133,9 @@ def write_wav(path: Path, audio: np.ndarray) -> Path:
     return path
 
 
-def make_film(path: Path, tracks: list[tuple[np.ndarray, str]], *, video: bool = True, fps: int = 25,
-              default_track: int = 0) -> Path:
+def make_film(
+    path: Path, tracks: list[tuple[np.ndarray, str]], *, video: bool = True, fps: int = 25, default_track: int = 0
+) -> Path:
     """A film with a small test-pattern video and one AAC track per `(audio, language)`."""
     require("ffmpeg")
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,8 +155,12 @@ def make_film(path: Path, tracks: list[tuple[np.ndarray, str]], *, video: bool =
             cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
         cmd += ["-c:a", "aac", "-b:a", "64k"]
         for i, (_, lang) in enumerate(tracks):
-            cmd += [f"-metadata:s:a:{i}", f"language={lang}",
-                    f"-disposition:a:{i}", "default" if i == default_track else "0"]
+            cmd += [
+                f"-metadata:s:a:{i}",
+                f"language={lang}",
+                f"-disposition:a:{i}",
+                "default" if i == default_track else "0",
+            ]
         path.parent.mkdir(parents=True, exist_ok=True)
         run(cmd + [str(path)])
     return path

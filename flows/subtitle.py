@@ -1,28 +1,53 @@
-"""The subtitle flow and its command line.
+"""The subtitle flow: the eleven stages, each called with the results it reads.
 
-    python -m flows.subtitle prepare FILM [--title T --year Y --source-lang hi --target-lang en]
-    python -m flows.subtitle JOB_ID [--stages asr,subtitle_gen | --from-stage asr] [--set KEY=VALUE ...]
-    python -m flows.subtitle status JOB_ID
-    python -m flows.subtitle demo
+python -m flows.subtitle JOB_ID            (the command line is flows.cli)
 """
 
-from __future__ import annotations
+if __name__ == "__main__":  # before the imports below: `prepare` and `status` must not pay for Prefect
+    import sys
 
-import argparse
-import sys
+    from flows.cli import main
+
+    sys.exit(main())
+
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, tags
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.pipeline import JobBusy, PipelineError, job_running, run_job
-from flows.prepare import InputError, prepare_job
-from settings.jobs import JobNotFound, find_job
+from flows.prepare import prepare_job
+from settings.jobs import find_job
 from settings.model import load_settings
-from tasks import manifest
+from tasks.asr import asr
 from tasks.contract import StageResult
-from tasks.registry import pipeline_stages
+from tasks.demux import demux
+from tasks.diarization import diarization
+from tasks.kernel import hardware_profile, open_run
+from tasks.lyrics_detection import lyrics_detection
+from tasks.mux import mux
+from tasks.post_ner import post_ner
+from tasks.pre_ner import pre_ner
+from tasks.second_pass_translation import second_pass_translation
+from tasks.silero_vad import silero_vad
+from tasks.subtitle_gen import subtitle_gen
+from tasks.tmdb import tmdb
+
+PIPELINE = (
+    demux,
+    tmdb,
+    pre_ner,
+    silero_vad,
+    diarization,
+    asr,
+    second_pass_translation,
+    lyrics_detection,
+    post_ner,
+    subtitle_gen,
+    mux,
+)
+detect_hardware = task(name="detect_hardware", cache_policy=NO_CACHE)(hardware_profile)
 
 
 def _run_name() -> str:
@@ -31,15 +56,38 @@ def _run_name() -> str:
 
 
 @flow(name="subtitle", flow_run_name=_run_name, log_prints=True)
-def subtitle(job_id: str | None = None, input_path: str | None = None, stages: list[str] | None = None,
-             from_stage: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, StageResult]:
-    """Subtitle one job; with `input_path` instead of `job_id`, prepare the job first."""
-    if job_id is None:
-        if input_path is None:
-            raise ValueError("give job_id, or input_path to prepare a new job")
-        job_id = prepare_job(Path(input_path), overrides).job_id
-    _tag_run(job_id)
-    return run_job(job_id, pipeline_stages(), stages=stages, from_stage=from_stage, overrides=overrides)
+def subtitle(
+    job_id: str | None = None,
+    input_path: str | None = None,
+    stages: list[str] | None = None,
+    from_stage: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, StageResult]:
+    """Subtitle one job (or, given `input_path`, prepare one first); a new run resumes from the cache."""
+    job = find_job(load_settings(overrides=overrides).out_root, job_id or _prepared(input_path, overrides))
+    settings = load_settings(job.env_file, overrides=overrides)
+    _tag_run(job.job_id)
+    with open_run(job, settings, PIPELINE, stages=stages, from_stage=from_stage) as run:
+        run.start(detect_hardware(str(settings.out_root), settings.device))
+        run.preflight()
+        media = run.submit(demux)
+        cast = run.submit(tmdb)
+        glossary = run.submit(pre_ner, tmdb=cast)
+        speech = run.submit(silero_vad, demux=media)
+        speakers = run.submit(diarization, demux=media, silero_vad=speech)
+        transcript = run.submit(asr, demux=media, silero_vad=speech, diarization=speakers, pre_ner=glossary)
+        english = run.submit(second_pass_translation, demux=media, silero_vad=speech, asr=transcript, pre_ner=glossary)
+        songs = run.submit(lyrics_detection, demux=media, silero_vad=speech, asr=transcript)
+        named = run.submit(post_ner, second_pass_translation=english, pre_ner=glossary)
+        subtitles = run.submit(subtitle_gen, demux=media, asr=transcript, post_ner=named, lyrics_detection=songs)
+        run.submit(mux, subtitle_gen=subtitles)
+        return run.results()
+
+
+def _prepared(input_path: str | None, overrides: dict[str, Any] | None) -> str:
+    if input_path is None:
+        raise ValueError("give job_id, or input_path to prepare a new job")
+    return prepare_job(Path(input_path), overrides).job_id
 
 
 def _tag_run(job_id: str) -> None:
@@ -51,119 +99,6 @@ def _tag_run(job_id: str) -> None:
         return
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(run_id)
-        client.update_flow_run(run_id, name=f"subtitle-{job_id}",
-                               tags=sorted(set(current.tags or []) | {f"job:{job_id}", "filmsubs"}))
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` or `SECTION__KEY=VALUE` pairs as nested overrides (CLI wins over everything)."""
-    import json
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set wants KEY=VALUE, not {pair!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        parts = key.lower().split("__")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "prepare":
-        return _prepare(argv[1:])
-    if argv and argv[0] == "status":
-        return _status(argv[1:])
-    if argv and argv[0] == "demo":
-        from flows.demo import main as demo_main
-
-        return demo_main(argv[1:])
-    return _run(argv)
-
-
-def _prepare(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.subtitle prepare")
-    parser.add_argument("film", type=Path)
-    parser.add_argument("--title")
-    parser.add_argument("--year", type=int)
-    parser.add_argument("--source-lang")
-    parser.add_argument("--target-lang")
-    parser.add_argument("--audience", choices=["adult", "children"])
-    parser.add_argument("--device")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    overrides = parse_overrides(args.set)
-    film = {k: v for k, v in {"title": args.title, "year": args.year, "source_lang": args.source_lang,
-                              "target_lang": args.target_lang, "audience": args.audience}.items() if v is not None}
-    if film:
-        overrides.setdefault("film", {}).update(film)
-    if args.device:
-        overrides["device"] = args.device
-    try:
-        job = prepare_job(args.film, overrides)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(job.job_id)
-    print(f"job folder: {job.dir}", file=sys.stderr)
-    return 0
-
-
-def _status(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.subtitle status")
-    parser.add_argument("job_id")
-    args = parser.parse_args(argv)
-    try:
-        job = find_job(load_settings().out_root, args.job_id)
-    except JobNotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    current = manifest.read_manifest(job)
-    running = job_running(job)
-    print(f"job {job.job_id}  ({job.dir}){'  - running now' if running else ''}")
-    if not current.stages:
-        print("no stage has run yet")
-    for name, entry in current.stages.items():
-        duration = f"{entry.duration_s:7.1f} s" if entry.duration_s is not None else " " * 9
-        note = f"  {entry.message}" if entry.message else ""
-        state = entry.state if running or entry.state != "running" else "interrupted"
-        print(f"  {name:<24} {state:<11} {duration}  {entry.device or '':<6}{note}")
-    return 0
-
-
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.subtitle", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job_id")
-    parser.add_argument("--stages", help="comma-separated stages to run again (upstream from the cache)")
-    parser.add_argument("--from-stage", help="run this stage and every later one again")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    try:
-        with tags(f"job:{args.job_id}"):
-            results = subtitle(job_id=args.job_id, stages=stages, from_stage=args.from_stage,
-                               overrides=parse_overrides(args.set) or None)
-    except (JobNotFound, JobBusy, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except PipelineError as exc:
-        job = find_job(load_settings().out_root, args.job_id)
-        print(f"error: {exc}\nThe stage logs are in {job.logs_dir}; run the job again to resume from there.",
-              file=sys.stderr)
-        return 1
-    job = find_job(load_settings().out_root, args.job_id)
-    print(f"job {args.job_id} finished: {len(results)} stages; outputs in {job.output_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        client.update_flow_run(
+            run_id, name=f"subtitle-{job_id}", tags=sorted(set(current.tags or []) | {f"job:{job_id}", "filmsubs"})
+        )

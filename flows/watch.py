@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
@@ -21,8 +21,12 @@ SUBTITLE_DEPLOYMENT = "subtitle/default"
 
 
 @flow(name="watch-folder", log_prints=True)
-def watch_folder(inbox: str, processed: Literal["ledger", "move"] = "ledger", done_folder: str | None = None,
-                 deployment: str = SUBTITLE_DEPLOYMENT) -> dict[str, int]:
+def watch_folder(
+    inbox: str,
+    processed: Literal["ledger", "move"] = "ledger",
+    done_folder: str | None = None,
+    deployment: str = SUBTITLE_DEPLOYMENT,
+) -> dict[str, int]:
     """One scan of `inbox`: follow up earlier runs, then start runs for files that are ready."""
     from prefect.deployments import run_deployment
 
@@ -50,9 +54,14 @@ def watch_folder(inbox: str, processed: Literal["ledger", "move"] = "ledger", do
                 log.warning("%s: %s", path.name, entry.note)
                 continue
             entry.job_id = job.job_id
-            run = run_deployment(deployment, parameters={"job_id": job.job_id}, timeout=0,
-                                 idempotency_key=f"filmsubs-{key}-{entry.mtime_ns}",
-                                 tags=[f"job:{job.job_id}", "watch-folder"], as_subflow=False)
+            run: Any = run_deployment(  # synchronous here (Prefect's sync/async dispatch)
+                deployment,
+                parameters={"job_id": job.job_id},
+                timeout=0,
+                idempotency_key=f"filmsubs-{key}-{entry.mtime_ns}",
+                tags=[f"job:{job.job_id}", "watch-folder"],
+                as_subflow=False,
+            )
             entry.flow_run_id = str(run.id)
             counts["started"] += 1
             log.info("%s: job %s, subtitle run %s", path.name, job.job_id, run.id)

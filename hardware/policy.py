@@ -33,13 +33,17 @@ def resolve_device(profile: HardwareProfile, requested: str) -> str:
         return {"cuda": "cuda", "mps": "mps", "cpu": "cpu"}[profile.kind]
     if requested.startswith("cuda"):
         if profile.kind != "cuda":
-            raise DeviceError(f"DEVICE={requested} but this machine has no CUDA GPU ({profile.device_name}). Set DEVICE=auto or cpu.")
+            raise DeviceError(
+                f"DEVICE={requested} but this machine has no CUDA GPU ({profile.device_name}). Set DEVICE=auto or cpu."
+            )
         index = int(requested.split(":")[1]) if ":" in requested else 0
         if index >= profile.gpu_count:
             raise DeviceError(f"DEVICE={requested} but this machine has {profile.gpu_count} CUDA GPU(s).")
         return requested
     if requested == "mps" and profile.kind != "mps":
-        raise DeviceError(f"DEVICE=mps but this machine has no Apple MPS device ({profile.device_name}). Set DEVICE=auto or cpu.")
+        raise DeviceError(
+            f"DEVICE=mps but this machine has no Apple MPS device ({profile.device_name}). Set DEVICE=auto or cpu."
+        )
     return requested
 
 

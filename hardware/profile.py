@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -76,7 +76,9 @@ def detect(probe: Probe | None = None) -> HardwareProfile:
     common = dict(cpu_cores=probe.cpu_cores(), ram_gb=round(probe.ram_gb(), 1), detected_at=time.time())
     if gpus:
         name, memory = gpus[0]
-        return HardwareProfile(kind="cuda", device_name=name, gpu_memory_gb=round(memory, 1), gpu_count=len(gpus), **common)
+        return HardwareProfile(
+            kind="cuda", device_name=name, gpu_memory_gb=round(memory, 1), gpu_count=len(gpus), **common
+        )
     if probe.mps_available():
         return HardwareProfile(kind="mps", device_name="Apple MPS", **common)
     return HardwareProfile(kind="cpu", device_name=probe.cpu_name(), **common)
@@ -94,6 +96,6 @@ def cached_profile(cache_file: Path, probe: Probe | None = None, now: float | No
     profile = detect(probe)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(profile.model_dump() | {"detected": datetime.now(timezone.utc).isoformat()}, indent=2))
+    tmp.write_text(json.dumps(profile.model_dump() | {"detected": datetime.now(UTC).isoformat()}, indent=2))
     os.replace(tmp, cache_file)
     return profile

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command from nothing to a working environment. Running it again changes nothing.
-#   - system tools: ffmpeg, espeak-ng, sox (Debian/Ubuntu via apt-get; macOS: prints the brew command)
+#   - system tools: ffmpeg, espeak-ng, sox, and festival with its Hindi voice for the Hindi test speech
+#     (Debian/Ubuntu via apt-get; macOS: prints the brew command for the first three)
 #   - the locked Python environment in .venv (uv, from uv.lock)
 #   - the model cache folders .cache/torch and .cache/huggingface (or under CACHE_ROOT)
+#   - Prefect's database in PREFECT_HOME, migrated now so the first run does not wait for it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV_VERSION=0.13.8
@@ -11,6 +13,10 @@ missing=()
 for tool in ffmpeg ffprobe espeak-ng sox; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+if [[ "$(uname -s)" != Darwin ]]; then
+  command -v text2wave >/dev/null 2>&1 || missing+=(festival)
+  [[ -d /usr/share/festival/voices/hindi/hindi_NSK_diphone ]] || missing+=(festvox-hi-nsk)
+fi
 if ((${#missing[@]})); then
   if [[ "$(uname -s)" == Darwin ]]; then
     echo "Missing: ${missing[*]}. Install them with: brew install ffmpeg espeak-ng sox" >&2
@@ -18,9 +24,10 @@ if ((${#missing[@]})); then
   fi
   sudo=""
   if [[ $EUID -ne 0 ]]; then sudo="sudo"; fi
-  echo "Installing ffmpeg espeak-ng sox from Debian's packages (missing: ${missing[*]})"
+  echo "Installing the system tools from Debian's packages (missing: ${missing[*]})"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg espeak-ng sox libsox-fmt-all >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg espeak-ng sox libsox-fmt-all festival \
+    festival-hi festvox-hi-nsk festvox-kallpc16k >/dev/null
 fi
 
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
@@ -30,4 +37,5 @@ uv sync --frozen --quiet
 
 # Creates the cache folders (and fails with a clear message when CACHE_ROOT is not writable).
 .venv/bin/python -c "import settings, settings.caches as c; print('model caches under', c.cache_root())"
+.venv/bin/python -m prefect server database upgrade -y >/dev/null
 echo "Set-up done. Demo: .venv/bin/python -m flows.subtitle demo   Tests: .venv/bin/python -m pytest"

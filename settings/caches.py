@@ -49,12 +49,33 @@ def ensure_cache_dirs(root: Path) -> tuple[Path, Path]:
     return torch_home, hf_home
 
 
+_EXPORTED = "FILMSUBS_EXPORTED_HF_HOME"  # marks an HF_HOME we set, so a child process does not take it for the user's
+
+
+def user_hf_home() -> Path | None:
+    """The HF_HOME the user set themselves, if any."""
+    value = os.environ.get("HF_HOME")
+    return Path(value).expanduser() if value and value != os.environ.get(_EXPORTED) else None
+
+
+def hf_home(root: Path | None = None) -> Path:
+    """The one answer to "where is the Hugging Face cache": the user's own HF_HOME when they set one,
+    else `<CACHE_ROOT>/huggingface` (of `root`, or of the project's cache root)."""
+    return user_hf_home() or Path(root if root is not None else cache_root()) / "huggingface"
+
+
+def hub_cache(root: Path | None = None) -> Path:
+    """Where huggingface_hub keeps model snapshots."""
+    return hf_home(root) / "hub"
+
+
 def export_cache_env() -> Path:
     """Set TORCH_HOME and HF_HOME (unless the user set them) and return the cache root."""
     root = cache_root()
-    torch_home, hf_home = ensure_cache_dirs(root)
+    torch_home, hf_folder = ensure_cache_dirs(root)
     os.environ.setdefault("TORCH_HOME", str(torch_home))
-    os.environ.setdefault("HF_HOME", str(hf_home))
+    if user_hf_home() is None:
+        os.environ["HF_HOME"] = os.environ[_EXPORTED] = str(hf_folder)
     if "huggingface_hub" in sys.modules:
         # Imported before us: its constants were fixed from the old environment.
         import huggingface_hub.constants as hf_constants

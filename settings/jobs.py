@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -116,7 +116,7 @@ def find_job(out_root: Path, job_id: str) -> Job:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -41,6 +41,7 @@ from settings.stages import (
 )
 
 SECRET_FIELDS = ("hf_token", "tmdb_api_key")
+TARGET_LANGUAGES = ("en",)
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -53,21 +54,39 @@ class FilmSettings(BaseModel):
     target_lang: str = "en"
     audience: Literal["adult", "children"] = "adult"
 
+    @field_validator("source_lang", "target_lang")
+    @classmethod
+    def _language_code(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("target_lang")
+    @classmethod
+    def _supported_target(cls, value: str) -> str:
+        if value not in TARGET_LANGUAGES:
+            raise ValueError(
+                f"subtitles can be made in {', '.join(TARGET_LANGUAGES)} only (Whisper translates to "
+                f"English), not {value!r}"
+            )
+        return value
+
 
 class PipelineSettings(BaseModel):
     """Run-wide knobs that never change what a stage produces (so never in a cache key)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    gpu_limit: str = Field("gpu", description="Global concurrency limit the model-heavy stages take a slot of; "
-                           "'gpu-{host}' gives each machine (worker) its own.")
+    gpu_limit: str = Field(
+        "gpu",
+        description="Global concurrency limit the model-heavy stages take a slot of; "
+        "'gpu-{host}' gives each machine (worker) its own.",
+    )
     gpu_slots: int = Field(1, ge=1, description="Size of that limit when it has to be created.")
 
     def gpu_limit_name(self) -> str:
         import socket
 
         return self.gpu_limit.format(host=socket.gethostname().split(".")[0].lower())
-    max_parallel_stages: int = Field(3, ge=1)
+
     fail_at: str | None = Field(None, description="Fault injection for tests: this stage raises once.")
 
 
@@ -131,10 +150,15 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def stage(self, name: str) -> StageSettings:
-        """The sub-model a stage receives."""
+        """The sub-model a stage receives, with what it takes from elsewhere filled in: asr decodes the
+        film's language unless ASR__LANGUAGE says otherwise; the Whisper translate pass decodes as ASR__* says."""
         value = getattr(self, name, None)
         if not isinstance(value, StageSettings):
             raise KeyError(f"no settings for stage {name!r}")
+        if isinstance(value, AsrSettings) and not value.language:
+            return value.model_copy(update={"language": self.film.source_lang})
+        if isinstance(value, TranslationSettings):
+            return value.model_copy(update={"decoding": self.asr.decoding()})
         return value
 
 

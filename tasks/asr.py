@@ -6,7 +6,8 @@
   ASR__COMPUTE_TYPE / ASR__BATCH_SIZE say otherwise.
 - Speech: the silero_vad segments, merged into windows of at most ASR__CHUNK_S seconds and
   decoded in batches; no second VAD.
-- Language: ASR__LANGUAGE (`hi` by default, `auto` to detect on the first 30 s of speech). The
+- Language: the film's (FILM__SOURCE_LANG, `hi` by default) unless ASR__LANGUAGE says otherwise
+  (`auto` detects on the first 30 s of speech). The
   detected language and its probability are recorded; with a fixed language on a multilingual
   model the recorded probability is Whisper's probability for that language on the same
   speech. Hindi is written as Whisper writes it (Devanagari), never transliterated; a Latin
@@ -17,6 +18,7 @@
   of nonsense; with `auto` it records `en` (probability 1.0, not detected).
 - Names: pre_ner's ranked `prompt_terms` go into WhisperX's `asr_options` (initial_prompt and
   hotwords) at load time, within ASR__PROMPT_MAX_TOKENS.
+- Decoding, prompt and guards are the shared Whisper pass (`tasks.whisper_pass`).
 - Guards (`tasks.asr_guards`): no conditioning on previous text; Whisper's thresholds; text over
   VAD silence, repeated phrases, prompt recitals and stock phrases removed; each in
   `asr_filtered.json`.
@@ -28,7 +30,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,27 +39,22 @@ import numpy as np
 
 from hardware.policy import StageDevice
 from settings.stages import AsrSettings
-from tasks.asr_guards import GuardSettings, apply_guards
-from tasks.contract import PermanentError, StageContext
-from tasks.stage import stage
+from tasks.contract import PermanentError, StageContext, StageResult
+from tasks.documents import Glossary, MediaInfo, Segment, SpeakerTurns, SpeechRegions, Transcript
+from tasks.kernel import stage
+from tasks.media import SAMPLE_RATE
 from tasks.whisper_models import (
     AUTO,
     Audio,
-    SAMPLE_RATE,
     Decoded,
-    Prompt,
-    WhisperDecoder,
     cached_snapshot,
     detect_language,
     is_multilingual,
-    load_pipeline,
     loaded,
-    model_prompt,
     release,
     resolve_model,
-    speech_audio,
-    speech_chunks,
 )
+from tasks.whisper_pass import PassRequest, whisper_pass
 
 HOTWORD_SHARE = 1 / 3  # of the prompt budget, for the top names, when ASR__HOTWORDS is on
 MODEL_SETTING = "ASR__MODEL"
@@ -66,24 +62,14 @@ MODEL_SETTING = "ASR__MODEL"
 
 # Inputs -------------------------------------------------------------------------------
 
+
 def read_audio(path: Path) -> Audio:
     """The demuxed WAV (16 kHz mono), read window by window."""
     return Audio(path)
 
 
-def optional_json(ctx: StageContext, stage_name: str, name: str) -> Any | None:
-    """An upstream file, or None when that stage was skipped (an optional input)."""
-    if ctx.result(stage_name).skipped is not None:
-        ctx.log.info("%s was skipped (%s): going on without %s", stage_name, ctx.result(stage_name).skipped, name)
-        return None
-    return ctx.input_json(stage_name, name)
-
-
-def prompt_terms(glossary: dict[str, Any] | None) -> list[str]:
-    return [str(t) for t in (glossary or {}).get("prompt_terms", []) if str(t).strip()]
-
-
 # Language -----------------------------------------------------------------------------
+
 
 def check_language(language: str, multilingual: bool, model_spec: str) -> str | None:
     """The language to decode with (None = detect); an English-only model refuses any other language."""
@@ -91,15 +77,16 @@ def check_language(language: str, multilingual: bool, model_spec: str) -> str | 
     if not multilingual:
         if language not in ("en", AUTO):
             raise PermanentError(
-                f"the ASR model {model_spec} is English-only and cannot transcribe language {language!r}. Set "
-                f"ASR__LANGUAGE=en for English audio, or set {MODEL_SETTING} to a multilingual model (e.g. large-v3 "
-                "or small; fetch it with `hf download Systran/faster-whisper-small`).")
+                f"the ASR model {model_spec} is English-only and cannot transcribe language {language!r}. For "
+                "English audio, prepare the job with --source-lang en (FILM__SOURCE_LANG=en); otherwise set "
+                f"{MODEL_SETTING} to a multilingual model (e.g. large-v3 or small; fetch it with "
+                "`hf download Systran/faster-whisper-small`)."
+            )
         return "en"
     return None if language == AUTO else language
 
 
-def recorded_language(pipeline: Any, language: str | None, speech: np.ndarray, ctx: StageContext
-                      ) -> tuple[str, float | None]:
+def recorded_language(pipeline: Any, language: str | None, speech: np.ndarray, log: Any) -> tuple[str, float | None]:
     """The language to decode with and the probability to record.
 
     `auto` detects on the first 30 s of speech. A fixed language on a multilingual model records
@@ -111,22 +98,28 @@ def recorded_language(pipeline: Any, language: str | None, speech: np.ndarray, c
     enough = speech.size >= SAMPLE_RATE // 2
     if language is None:
         if not enough:
-            ctx.log.warning("no speech to detect the language on: recording en")
+            log.warning("no speech to detect the language on: recording en")
             return "en", None
         detected, probability, _ = detect_language(pipeline, speech)
-        ctx.log.info("detected language %s (p=%.2f)", detected, probability)
+        log.info("detected language %s (p=%.2f)", detected, probability)
         return detected, probability
     if not enough:
         return language, None
     guess, guess_p, probabilities = detect_language(pipeline, speech)
     probability = probabilities.get(language, 0.0)
-    log = ctx.log.warning if guess != language and guess_p > 0.5 else ctx.log.info
-    log("language %s from ASR__LANGUAGE (Whisper gives it p=%.2f; its own guess is %s, p=%.2f)", language,
-        probability, guess, guess_p)
+    say = log.warning if guess != language and guess_p > 0.5 else log.info
+    say(
+        "language %s (FILM__SOURCE_LANG or ASR__LANGUAGE) (Whisper gives it p=%.2f; its own guess is %s, p=%.2f)",
+        language,
+        probability,
+        guess,
+        guess_p,
+    )
     return language, probability
 
 
 # Word times and speakers -----------------------------------------------------------------
+
 
 def monotonic_words(words: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
     """Word times filled where missing (interpolated), kept inside [start, end], in order and not overlapping."""
@@ -136,7 +129,7 @@ def monotonic_words(words: list[dict[str, Any]], start: float, end: float) -> li
     starts = np.array([np.nan if w.get("start") is None else float(w["start"]) for w in words])
     ends = np.array([np.nan if w.get("end") is None else float(w["end"]) for w in words])
     index = np.arange(n)
-    for values, edge in ((starts, start), (ends, end)):
+    for values in (starts, ends):
         known = ~np.isnan(values)
         if not known.any():
             values[:] = np.linspace(start, end, n + 1)[:-1] if values is starts else np.linspace(start, end, n + 1)[1:]
@@ -168,12 +161,27 @@ def speaker_of(start: float, end: float, turns: list[dict[str, Any]]) -> str | N
 
 
 def segment_record(index: int, seg: Decoded, turns: list[dict[str, Any]]) -> dict[str, Any]:
-    words = [{"word": w["word"].strip(), "start": w["start"], "end": w["end"],
-              "speaker": speaker_of(w["start"], w["end"], turns), "probability": w.get("probability")}
-             for w in seg.words if w["word"].strip()]
-    return {"id": index, "start": round(seg.start, 3), "end": round(seg.end, 3), "text": seg.text.strip(),
-            "speaker": speaker_of(seg.start, seg.end, turns), "avg_logprob": round(seg.avg_logprob, 4),
-            "no_speech_prob": round(seg.no_speech_prob, 4), "words": words}
+    words = [
+        {
+            "word": w["word"].strip(),
+            "start": w["start"],
+            "end": w["end"],
+            "speaker": speaker_of(w["start"], w["end"], turns),
+            "probability": w.get("probability"),
+        }
+        for w in seg.words
+        if w["word"].strip()
+    ]
+    return {
+        "id": index,
+        "start": round(seg.start, 3),
+        "end": round(seg.end, 3),
+        "text": seg.text.strip(),
+        "speaker": speaker_of(seg.start, seg.end, turns),
+        "avg_logprob": round(seg.avg_logprob, 4),
+        "no_speech_prob": round(seg.no_speech_prob, 4),
+        "words": words,
+    }
 
 
 def join_words(words: list[dict[str, Any]]) -> str:
@@ -198,8 +206,10 @@ def split_at_speakers(seg: Decoded, turns: list[dict[str, Any]]) -> list[Decoded
         pieces[-1].append(word)
     if len(pieces) == 1:
         return [seg]
-    return [replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
-            for words in pieces]
+    return [
+        replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
+        for words in pieces
+    ]
 
 
 def fit_words(seg: Decoded) -> Decoded:
@@ -211,6 +221,7 @@ def fit_words(seg: Decoded) -> Decoded:
 
 
 # Alignment ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class AlignerSource:
@@ -233,35 +244,54 @@ def aligner_source(language: str, setting: str | None, cache_root: Path) -> tupl
 
         nltk.data.find(f"tokenizers/punkt_tab/{punkt}")
     except LookupError:
-        return None, ("NLTK's punkt_tab sentence data (which WhisperX alignment needs) is not installed; fetch it with "
-                      "`python -m nltk.downloader punkt_tab`")
+        return None, (
+            "NLTK's punkt_tab sentence data (which WhisperX alignment needs) is not installed; fetch it with "
+            "`python -m nltk.downloader punkt_tab`"
+        )
     if name in torchaudio.pipelines.__all__:
         bundle = getattr(torchaudio.pipelines, name)
         folder = Path(cache_root) / "torch" / "hub" / "checkpoints"
         if not (folder / Path(bundle._path).name).is_file():
             torch_home = Path(cache_root) / "torch"
-            return None, (f"the aligner {name} is not in {folder}; fetch it with `TORCH_HOME={torch_home} "
-                          f"python -c \"import torchaudio; torchaudio.pipelines.{name}.get_model()\"`")
+            return None, (
+                f"the aligner {name} is not in {folder}; fetch it with `TORCH_HOME={torch_home} "
+                f'python -c "import torchaudio; torchaudio.pipelines.{name}.get_model()"`'
+            )
         return AlignerSource(name=name, model_dir=str(folder)), f"torchaudio {name}"
     local = Path(name).expanduser()
     if local.is_dir():
         return AlignerSource(name=str(local.resolve()), model_dir=None), f"local {local}"
-    cached = cached_snapshot(name, cache_root, required=("config.json", "preprocessor_config.json"),
-                             any_of=("model.safetensors", "pytorch_model.bin"))
+    cached = cached_snapshot(
+        name,
+        cache_root,
+        required=("config.json", "preprocessor_config.json"),
+        any_of=("model.safetensors", "pytorch_model.bin"),
+    )
     if cached is None:
-        return None, (f"the aligner {name} is not in the model cache; fetch it with "
-                      f"`HF_HOME={Path(cache_root) / 'huggingface'} hf download {name}` (setting ASR__ALIGN_MODEL)")
+        return None, (
+            f"the aligner {name} is not in the model cache; fetch it with "
+            f"`HF_HOME={Path(cache_root) / 'huggingface'} hf download {name}` (setting ASR__ALIGN_MODEL)"
+        )
     return AlignerSource(name=str(cached), model_dir=None), f"cached {name}"
 
 
-def align_segments(segments: list[Decoded], audio: Audio, language: str, source: AlignerSource,
-                   device: str, on_segment: Callable[[int, int], None] | None = None) -> tuple[list[Decoded], int]:
+def align_segments(
+    segments: list[Decoded],
+    audio: Audio,
+    language: str,
+    source: AlignerSource,
+    device: str,
+    on_segment: Callable[[int, int], None] | None = None,
+) -> tuple[list[Decoded], int]:
     """WhisperX forced alignment, one segment at a time (its text and scores kept); failures keep Whisper's words."""
     import whisperx
 
     torch_device = device if device.startswith("cuda") else "cpu"
-    with loaded(lambda: whisperx.load_align_model(language, torch_device, model_name=source.name,
-                                                  model_dir=source.model_dir, model_cache_only=True)) as held:
+    with loaded(
+        lambda: whisperx.load_align_model(
+            language, torch_device, model_name=source.name, model_dir=source.model_dir, model_cache_only=True
+        )
+    ) as held:
         model, metadata = held[0]
         out, failed = [], 0
         for index, seg in enumerate(segments):
@@ -269,11 +299,23 @@ def align_segments(segments: list[Decoded], audio: Audio, language: str, source:
                 on_segment(index, len(segments))
             try:  # the segment's own audio, so times come back relative to its start
                 piece = audio.window(seg.start, seg.end)
-                result = whisperx.align([{"start": 0.0, "end": piece.size / SAMPLE_RATE, "text": seg.text}], model,
-                                        metadata, piece, torch_device)
-                words = [{"word": w["word"], "start": _shift(w.get("start"), seg.start),
-                          "end": _shift(w.get("end"), seg.start), "probability": w.get("score")}
-                         for s in result["segments"] for w in s["words"]]
+                result = whisperx.align(
+                    [{"start": 0.0, "end": piece.size / SAMPLE_RATE, "text": seg.text}],
+                    model,
+                    metadata,
+                    piece,
+                    torch_device,
+                )
+                words = [
+                    {
+                        "word": w["word"],
+                        "start": _shift(w.get("start"), seg.start),
+                        "end": _shift(w.get("end"), seg.start),
+                        "probability": w.get("score"),
+                    }
+                    for s in result["segments"]
+                    for w in s["words"]
+                ]
             except Exception:  # noqa: BLE001 - one bad segment keeps Whisper's own words
                 words = []
             if words and any(w["start"] is not None for w in words):
@@ -291,91 +333,66 @@ def _shift(value: float | None, offset: float) -> float | None:
 
 # The stage -----------------------------------------------------------------------------
 
-def transcribe(ctx: StageContext, settings: AsrSettings, audio: Audio, speech: list[dict[str, float]],
-               terms: list[str]) -> dict[str, Any]:
-    """Decode and guard; the model is released before this returns."""
-    device = ctx.device.device
-    compute_type = settings.compute_type or ctx.device.compute_type
-    batch_size = settings.batch_size or ctx.device.batch_size
-    choice = resolve_model(settings.model, device, ctx.cache_root, MODEL_SETTING)
-    chunks = speech_chunks(speech, audio, settings.chunk_s)
-    prompt = model_prompt(choice.path, settings.initial_prompt, terms if settings.use_glossary else [],
-                          settings.prompt_max_tokens, MODEL_SETTING, HOTWORD_SHARE if settings.hotwords else 0.0)
-    ctx.log.info("ASR on %s (compute %s, batch %d) with %s from %s; %d speech windows; prompt %d tokens, %d terms",
-                 device, compute_type, batch_size, choice.spec, choice.path, len(chunks), prompt.tokens,
-                 len(prompt.terms))
-    asr_options = {"beam_size": settings.beam_size, "initial_prompt": prompt.initial_prompt,
-                   "hotwords": prompt.hotwords, "no_speech_threshold": settings.no_speech_threshold,
-                   "log_prob_threshold": settings.log_prob_threshold,
-                   "compression_ratio_threshold": settings.compression_ratio_threshold,
-                   "condition_on_previous_text": False}
-    wanted = settings.language.strip().lower()
-    with loaded(lambda: load_pipeline(choice, device, compute_type, None if wanted == AUTO else wanted,
-                                      "transcribe", asr_options, "ASR__COMPUTE_TYPE")) as held:
-        pipeline = held[0]
-        language = check_language(wanted, is_multilingual(pipeline), choice.spec)
-        detected, probability = recorded_language(pipeline, language, speech_audio(audio, chunks), ctx)
-        decoder = WhisperDecoder(pipeline, detected, "transcribe", settings.chunk_s)
-        started = time.monotonic()
-        def on_batch(done: int, total: int) -> None:
-            ctx.progress(0.85 * done / total, f"decoded {done}/{total} windows")
-
-        decoded = decoder.decode(audio, chunks, batch_size, on_batch, speech=speech)
-        ctx.log.info("decoded %d windows in %.1f s (%d decoded again with temperature fallback; %d windows of "
-                     "speech left out by the batched pass decoded again)", len(chunks), time.monotonic() - started,
-                     decoder.redecoded, decoder.repaired)
-        redecoded = decoder.redecoded + decoder.repaired
-        del pipeline, decoder
-    return {"language": detected, "language_probability": probability, "model": choice.spec, "decoded": decoded,
-            "prompt": prompt, "chunks": len(chunks), "redecoded": redecoded, "compute_type": compute_type,
-            "batch_size": batch_size}
-
 
 def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, _secrets: dict) -> None:
     """The model must be on disk before the run starts (nothing is downloaded during a run)."""
     resolve_model(settings.model, device.device, cache_root, MODEL_SETTING)
 
 
-@stage("asr", version="1", needs=("demux", "silero_vad", "diarization", "pre_ner"), gpu=True,
-       preflight=asr_preflight)
-def asr(ctx: StageContext, settings: AsrSettings) -> dict:
-    audio = read_audio(ctx.input("demux", "audio.wav"))
-    speech = ctx.input_json("silero_vad", "speech_segments.json")["segments"]
-    diarization = optional_json(ctx, "diarization", "speakers.json")
-    turns = (diarization or {}).get("turns", [])
-    glossary = optional_json(ctx, "pre_ner", "glossary.json")
-    terms = prompt_terms(glossary)
+@stage("asr", version="2", gpu=True, preflight=asr_preflight)
+def asr(
+    ctx: StageContext,
+    settings: AsrSettings,
+    demux: StageResult,
+    silero_vad: StageResult,
+    diarization: StageResult,
+    pre_ner: StageResult,
+) -> dict:
+    audio = read_audio(ctx.file(demux, ctx.read(demux, MediaInfo).audio))
+    speech = [r.model_dump() for r in ctx.read(silero_vad, SpeechRegions).segments]
+    turns = [t.model_dump() for t in ctx.read(diarization, SpeakerTurns).turns]
+    terms = ctx.read(pre_ner, Glossary).prompt_terms if settings.use_glossary else []
+    wanted = (settings.language or AUTO).strip().lower()
+    request = PassRequest(
+        model=settings.model,
+        setting=MODEL_SETTING,
+        task="transcribe",
+        language=None if wanted == AUTO else wanted,
+        decoding=settings.decoding(),
+        terms=terms,
+        prompt_budget=settings.prompt_max_tokens,
+        initial_prompt=settings.initial_prompt,
+        hotword_share=HOTWORD_SHARE if settings.hotwords else 0.0,
+    )
 
-    out = transcribe(ctx, settings, audio, speech, terms)
-    prompt: Prompt = out["prompt"]
-    cfg = GuardSettings(no_speech_threshold=settings.no_speech_threshold,
-                        log_prob_threshold=settings.log_prob_threshold,
-                        compression_ratio_threshold=settings.compression_ratio_threshold,
-                        stock_phrases=tuple(settings.stock_phrases), prompt_terms=prompt.terms,
-                        prompt=prompt.initial_prompt)
-    kept, filtered = [], []
-    for seg in sorted(out["decoded"], key=lambda s: s.start):
-        guarded, records = apply_guards(seg, speech, cfg)
-        filtered.extend(records)
-        if guarded is not None:
-            kept.append(guarded)
-    for rec in filtered:
-        ctx.log.info("guard %s %s [%.2f-%.2f]: %r", rec["action"], rec["reason"], rec["start"], rec["end"], rec["text"])
+    def choose_language(pipeline: Any, first_speech: np.ndarray) -> tuple[str, float | None]:
+        language = check_language(wanted, is_multilingual(pipeline), settings.model)
+        return recorded_language(pipeline, language, first_speech, ctx.log)
 
+    out = whisper_pass(request, audio, speech, ctx.device, ctx.cache_root, ctx.log, ctx.progress, choose_language)
+    kept = out.kept
     mode = "whisper"
-    source, why = aligner_source(out["language"], settings.align_model, ctx.cache_root) if kept else (None, "no text")
+    source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
     if source is not None:
         ctx.log.info("aligning words with %s on %s", why, ctx.device.device)
         try:
-            kept, failed = align_segments(kept, audio, out["language"], source, ctx.device.device,
-                                          lambda i, n: ctx.progress(0.85 + 0.1 * i / n, f"aligned {i}/{n} segments"))
+            kept, failed = align_segments(
+                kept,
+                audio,
+                out.language,
+                source,
+                ctx.device.device,
+                lambda i, n: ctx.progress(0.85 + 0.1 * i / n, f"aligned {i}/{n} segments"),
+            )
             mode = "aligned"
             if failed:
-                ctx.log.warning("alignment failed for %d of %d segments: Whisper's word times kept there", failed,
-                                len(kept))
+                ctx.log.warning(
+                    "alignment failed for %d of %d segments: Whisper's word times kept there", failed, len(kept)
+                )
         except (OSError, ValueError, RuntimeError) as exc:  # a broken cached aligner must not lose the transcript
-            ctx.log.warning("the aligner %s failed to load or run (%s): word times fall back to Whisper's own",
-                            why, exc)
+            ctx.log.warning(
+                "the aligner %s failed to load or run (%s): word times fall back to Whisper's own", why, exc
+            )
     else:
         ctx.log.warning("word times fall back to Whisper's own word timestamps: %s", why)
     ctx.progress(0.95, "word times")
@@ -383,12 +400,31 @@ def asr(ctx: StageContext, settings: AsrSettings) -> dict:
     segments = [segment_record(i, seg, turns) for i, seg in enumerate(pieces)]
     release()
 
-    ctx.write_json("transcript.json", {"language": out["language"], "language_probability": out["language_probability"],
-                                       "model": out["model"], "word_timestamps": mode, "segments": segments})
-    ctx.write_json("asr_filtered.json", filtered)
+    ctx.write(
+        Transcript(
+            language=out.language,
+            language_probability=out.language_probability,
+            model=out.choice.spec,
+            word_timestamps=mode,
+            segments=[Segment.model_validate(s) for s in segments],
+        )
+    )
+    ctx.write_json("asr_filtered.json", out.filtered)
     ctx.progress(1.0, "done")
-    return {"language": out["language"], "language_probability": out["language_probability"], "model": out["model"],
-            "device": ctx.device.device, "compute_type": out["compute_type"], "batch_size": out["batch_size"],
-            "windows": out["chunks"], "redecoded_windows": out["redecoded"], "segments": len(segments),
-            "words": sum(len(s["words"]) for s in segments), "filtered": len(filtered), "word_timestamps": mode,
-            "prompt_terms": len(prompt.terms), "prompt_tokens": prompt.tokens, "speakers": bool(turns)}
+    return {
+        "language": out.language,
+        "language_probability": out.language_probability,
+        "model": out.choice.spec,
+        "device": ctx.device.device,
+        "compute_type": out.compute_type,
+        "batch_size": out.batch_size,
+        "windows": out.windows,
+        "redecoded_windows": out.redecoded,
+        "segments": len(segments),
+        "words": sum(len(s["words"]) for s in segments),
+        "filtered": len(out.filtered),
+        "word_timestamps": mode,
+        "prompt_terms": len(out.prompt.terms),
+        "prompt_tokens": out.prompt.tokens,
+        "speakers": bool(turns),
+    }

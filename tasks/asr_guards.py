@@ -35,6 +35,7 @@ def record(seg: Decoded, reason: str, action: str, after: Decoded | None = None)
 
 # Tokens: the segment's words when it has them, else its text split at spaces ------------------
 
+
 def tokens_of(seg: Decoded) -> list[str]:
     if seg.words:
         return [w["word"] for w in seg.words]
@@ -58,6 +59,7 @@ def with_tokens(seg: Decoded, keep: list[int], replaced: dict[int, str] | None =
 
 # Silence ------------------------------------------------------------------------------
 
+
 def overlap(start: float, end: float, regions: list[dict[str, float]]) -> float:
     return sum(max(0.0, min(end, r["end"]) - max(start, r["start"])) for r in regions)
 
@@ -76,8 +78,9 @@ def speech_fraction(seg: Decoded, speech: list[dict[str, float]]) -> float:
     return overlap(seg.start, seg.end, speech) / duration
 
 
-def guard_silence(seg: Decoded, speech: list[dict[str, float]], min_fraction: float = 0.2,
-                  word_margin_s: float = 0.5) -> tuple[Decoded | None, Record | None]:
+def guard_silence(
+    seg: Decoded, speech: list[dict[str, float]], min_fraction: float = 0.2, word_margin_s: float = 0.5
+) -> tuple[Decoded | None, Record | None]:
     """Drop a segment lying mostly where the VAD heard no speech; drop words far inside silence."""
     if speech_fraction(seg, speech) < min_fraction:
         return None, record(seg, "silent_region", "dropped")
@@ -93,8 +96,10 @@ def guard_silence(seg: Decoded, speech: list[dict[str, float]], min_fraction: fl
 
 # Whisper's thresholds -----------------------------------------------------------------
 
-def guard_no_speech(seg: Decoded, no_speech_threshold: float, log_prob_threshold: float
-                    ) -> tuple[Decoded | None, Record | None]:
+
+def guard_no_speech(
+    seg: Decoded, no_speech_threshold: float, log_prob_threshold: float
+) -> tuple[Decoded | None, Record | None]:
     """Whisper's silence rule: likely no speech and low confidence together."""
     if seg.no_speech_prob > no_speech_threshold and seg.avg_logprob < log_prob_threshold:
         return None, record(seg, "no_speech", "dropped")
@@ -116,17 +121,18 @@ def guard_compression(seg: Decoded, threshold: float) -> tuple[Decoded | None, R
 
 # Repeats ------------------------------------------------------------------------------
 
+
 def repeat_spans(words: list[str], min_repeats: int = 3, max_ngram: int = 8) -> list[tuple[int, int, int]]:
     """(start, size, repeats) for each phrase of `size` words said `repeats` >= min_repeats times in a row."""
     spans, i, n = [], 0, len(words)
     while i < n:
         best: tuple[int, int] | None = None  # (size, repeats)
         for size in range(1, min(max_ngram, (n - i) // min_repeats) + 1):
-            phrase = words[i: i + size]
+            phrase = words[i : i + size]
             if not any(phrase):
                 continue
             reps = 1
-            while words[i + reps * size: i + (reps + 1) * size] == phrase:
+            while words[i + reps * size : i + (reps + 1) * size] == phrase:
                 reps += 1
             if reps >= min_repeats and (best is None or reps * size > best[0] * best[1]):
                 best = (size, reps)
@@ -150,6 +156,7 @@ def guard_repeats(seg: Decoded, min_repeats: int = 3) -> tuple[Decoded | None, R
 
 
 # Prompt echo ----------------------------------------------------------------------------
+
 
 def echo_start(toks: list[str], terms: list[str]) -> tuple[int, str | None] | None:
     """Where a trailing recital of prompt terms begins, or None.
@@ -192,7 +199,7 @@ def _find_suffix(raw: str, squashed: str) -> int | None:
     letters = [(i, ch.lower()) for i, ch in enumerate(raw) if not _NOT_WORD.match(ch) and not ch.isspace()]
     if len(letters) < len(squashed):
         return None
-    tail = letters[len(letters) - len(squashed):]
+    tail = letters[len(letters) - len(squashed) :]
     if "".join(ch for _, ch in tail) != squashed:
         return None
     return tail[0][0]
@@ -243,11 +250,16 @@ def guard_prompt_echo(seg: Decoded, terms: list[str], prompt: str | None) -> tup
 
 # Stock phrases ----------------------------------------------------------------------------
 
-def weak_evidence(seg: Decoded, speech: list[dict[str, float]], no_speech_threshold: float,
-                  log_prob_threshold: float) -> bool:
+
+def weak_evidence(
+    seg: Decoded, speech: list[dict[str, float]], no_speech_threshold: float, log_prob_threshold: float
+) -> bool:
     """The audio barely supports the text: low confidence, likely no speech, or little VAD speech under it."""
-    return (seg.avg_logprob < log_prob_threshold or seg.no_speech_prob > no_speech_threshold / 2
-            or speech_fraction(seg, speech) < 0.5)
+    return (
+        seg.avg_logprob < log_prob_threshold
+        or seg.no_speech_prob > no_speech_threshold / 2
+        or speech_fraction(seg, speech) < 0.5
+    )
 
 
 def guard_stock_phrase(seg: Decoded, phrases: list[str], weak: bool) -> tuple[Decoded | None, Record | None]:
@@ -263,6 +275,7 @@ def guard_stock_phrase(seg: Decoded, phrases: list[str], weak: bool) -> tuple[De
 
 # All of them ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class GuardSettings:
     no_speech_threshold: float
@@ -273,8 +286,9 @@ class GuardSettings:
     prompt: str | None = None
 
 
-def apply_guards(seg: Decoded, speech: list[dict[str, float]], cfg: GuardSettings
-                 ) -> tuple[Decoded | None, list[Record]]:
+def apply_guards(
+    seg: Decoded, speech: list[dict[str, float]], cfg: GuardSettings
+) -> tuple[Decoded | None, list[Record]]:
     """All guards in order: silence, no-speech, prompt echo, repeats, compression ratio, stock phrases."""
     records: list[Record] = []
     steps = (
@@ -283,17 +297,19 @@ def apply_guards(seg: Decoded, speech: list[dict[str, float]], cfg: GuardSetting
         lambda s: guard_prompt_echo(s, list(cfg.prompt_terms), cfg.prompt),
         guard_repeats,
         lambda s: guard_compression(s, cfg.compression_ratio_threshold),
-        lambda s: guard_stock_phrase(s, list(cfg.stock_phrases),
-                                     weak_evidence(s, speech, cfg.no_speech_threshold, cfg.log_prob_threshold)),
+        lambda s: guard_stock_phrase(
+            s, list(cfg.stock_phrases), weak_evidence(s, speech, cfg.no_speech_threshold, cfg.log_prob_threshold)
+        ),
     )
-    current: Decoded | None = seg
+    current = seg
     for step in steps:
         if not normalise(current.text):
             records.append(record(current, "empty", "dropped"))
             return None, records
-        current, rec = step(current)
+        guarded, rec = step(current)
         if rec is not None:
             records.append(rec)
-        if current is None:
+        if guarded is None:
             return None, records
+        current = guarded
     return current, records

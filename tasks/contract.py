@@ -1,8 +1,11 @@
 """The stage contract: what a stage receives, what it writes, what it returns.
 
-A stage body is a plain function `body(ctx, settings) -> summary dict`. It reads upstream
-files through `ctx.input`, writes only through `ctx` (atomically, into its own folder) and
-returns a short summary. `tasks.stage` turns it into a cached Prefect task.
+A stage body is a plain function `body(ctx, settings, <upstream results by stage name>) ->
+summary dict`. Its parameters after `settings` name the upstream stages it reads (and `film`
+for the film's settings), so the signature is the whole of its inputs. It reads typed
+documents (`tasks.documents`) with `ctx.read(result, DocType)`, writes only through `ctx`
+(atomically, into its own folder) and returns a short summary. `tasks.kernel` turns it into a
+cached Prefect task.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr
 
 from hardware.policy import StageDevice
 from settings.jobs import Job, JobFile
-from settings.model import FilmSettings
+from tasks.documents import Document
+
+D = TypeVar("D", bound=Document)
 
 STAGE_ORDER: tuple[str, ...] = (
     "demux",
@@ -64,6 +68,8 @@ class StageResult(BaseModel):
     duration_s: float = 0.0
     skipped: str | None = None  # reason, when an optional stage could not run
     retry_on_resume: bool = False  # a skip that may heal (network): the next run tries again
+    inputs: list[str] = Field(default_factory=list)  # the upstream results the flow passed it
+    read_from: list[str] = Field(default_factory=list)  # those whose files the body opened
 
     def file(self, name: str) -> OutputFile:
         for record in self.files:
@@ -110,11 +116,9 @@ class StageContext:
         job: Job,
         stage: str,
         device: StageDevice,
-        upstream: dict[str, StageResult],
         log: logging.Logger,
-        film: FilmSettings | None = None,
         secrets: dict[str, SecretStr | None] | None = None,
-        cache_root: Path | None = None,
+        cache_root: Path,
         progress: Callable[[float, str], None] | None = None,
         gpu_limit: str = "gpu",
         publish: Callable[[str, str, str], None] | None = None,
@@ -122,9 +126,7 @@ class StageContext:
         self.job = job
         self.stage = stage
         self.device = device
-        self.upstream = upstream
         self.log = log
-        self.film = film
         self.secrets = secrets or {}
         self.cache_root = cache_root
         self.gpu_limit = gpu_limit  # the global concurrency limit a model-heavy stage takes a slot of
@@ -133,27 +135,39 @@ class StageContext:
         self._written: dict[Path, None] = {}
         self._progress = progress
         self._publish = publish
-        self.started = time.monotonic()
+        self.read_from: set[str] = set()  # upstream stages whose files the body opened
 
     # Inputs ---------------------------------------------------------------
     @property
     def job_file(self) -> JobFile:
         return self.job.read_job_file()
 
-    def result(self, stage: str) -> StageResult:
-        if stage not in self.upstream:
-            raise KeyError(f"stage {self.stage} did not declare {stage!r} as an upstream stage")
-        return self.upstream[stage]
-
-    def input(self, stage: str, name: str) -> Path:
-        """An upstream file, by the name its stage listed; never found by guessing."""
-        path = self.job.dir / self.result(stage).file(name).name
+    def file(self, result: StageResult, name: str) -> Path:
+        """A file an upstream stage listed in its result (by job-relative path or base name); never guessed."""
+        path = self.job.dir / result.file(name).name
         if not path.is_file():
-            raise PermanentError(f"{path} (from stage {stage}) is missing; run that stage again")
+            raise PermanentError(f"{path} (from stage {result.stage}) is missing; run that stage again")
+        self.read_from.add(result.stage)
         return path
 
-    def input_json(self, stage: str, name: str) -> Any:
-        return json.loads(self.input(stage, name).read_text(encoding="utf-8"))
+    def read(self, result: StageResult, doc_type: type[D]) -> D:
+        """The document `doc_type` that an upstream stage wrote."""
+        if result.skipped is not None:
+            raise PermanentError(
+                f"stage {result.stage} was skipped ({result.skipped}); it wrote no {doc_type.file_name}"
+            )
+        path = self.file(result, doc_type.file_name)
+        return doc_type.model_validate_json(path.read_text(encoding="utf-8"))
+
+    def read_optional(self, result: StageResult, doc_type: type[D]) -> D | None:
+        """As `read`, or None when that (optional) stage was skipped."""
+        if result.skipped is not None:
+            self.read_from.add(result.stage)
+            self.log.info(
+                "%s was skipped (%s): going on without its %s", result.stage, result.skipped, doc_type.file_name
+            )
+            return None
+        return self.read(result, doc_type)
 
     # Outputs --------------------------------------------------------------
     def _target(self, name: str, final: bool) -> Path:
@@ -181,16 +195,21 @@ class StageContext:
             tmp.write_text(text, encoding="utf-8")
         return self._target(name, final)
 
+    def relative(self, path: Path) -> str:
+        """A path as documents record it: relative to the job folder, so a moved job still reads."""
+        return str(path.relative_to(self.job.dir))
+
+    def write(self, doc: Document) -> Path:
+        """A typed document, under the name its class gives."""
+        return self.write_text(doc.file_name, doc.model_dump_json(indent=2))
+
     def write_json(self, name: str, data: Any, *, final: bool = False) -> Path:
+        """A file no other stage reads (a report, a record); what stages hand on goes through `write`."""
         if isinstance(data, BaseModel):
             text = data.model_dump_json(indent=2)
         else:
             text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
         return self.write_text(name, text, final=final)
-
-    def record(self, path: Path) -> None:
-        """List a file a library wrote itself (it must already be complete)."""
-        self._written[path] = None
 
     def written(self) -> list[OutputFile]:
         return [file_record(self.job.dir, path) for path in self._written]

@@ -15,8 +15,9 @@ import ffmpeg
 
 from settings.stages import DemuxSettings
 from tasks.contract import PermanentError, StageContext
-from tasks.media import MediaError, audio_streams, probe, require_tool
-from tasks.stage import stage
+from tasks.documents import AudioStream, MediaInfo, Span
+from tasks.kernel import stage
+from tasks.media import SAMPLE_RATE, MediaError, audio_streams, probe, require_tool
 
 PREFERRED_LANGUAGE = "hi"  # with no default-flagged track, the first Hindi one is taken
 
@@ -61,14 +62,16 @@ def stream_facts(info: dict[str, Any]) -> list[dict[str, Any]]:
     facts = []
     for position, stream in enumerate(audio_streams(info)):
         tags = {k.lower(): v for k, v in (stream.get("tags") or {}).items()}
-        facts.append({
-            "index": int(stream["index"]),
-            "position": position,
-            "codec": stream.get("codec_name"),
-            "channels": stream.get("channels"),
-            "language": tags.get("language"),
-            "default": bool((stream.get("disposition") or {}).get("default", 0)),
-        })
+        facts.append(
+            {
+                "index": int(stream["index"]),
+                "position": position,
+                "codec": stream.get("codec_name"),
+                "channels": stream.get("channels"),
+                "language": tags.get("language"),
+                "default": bool((stream.get("disposition") or {}).get("default", 0)),
+            }
+        )
     return facts
 
 
@@ -101,13 +104,15 @@ def media_duration(info: dict[str, Any]) -> float | None:
 
 def select_stream(streams: list[dict[str, Any]], settings: DemuxSettings) -> tuple[dict[str, Any], str]:
     """The audio stream to use and why: the setting's position or language, else default, else Hindi, else first."""
-    listing = ", ".join(f"{s['position']}:{s['language'] or 'und'}{' (default)' if s['default'] else ''}"
-                        for s in streams)
+    listing = ", ".join(
+        f"{s['position']}:{s['language'] or 'und'}{' (default)' if s['default'] else ''}" for s in streams
+    )
     if settings.audio_track is not None:
         if settings.audio_track >= len(streams):
             raise PermanentError(
                 f"DEMUX__AUDIO_TRACK={settings.audio_track} but the film has {len(streams)} audio stream(s) "
-                f"(position:language {listing}); set DEMUX__AUDIO_TRACK to one of those positions.")
+                f"(position:language {listing}); set DEMUX__AUDIO_TRACK to one of those positions."
+            )
         return streams[settings.audio_track], f"position {settings.audio_track} (setting audio_track)"
     if settings.audio_language:
         wanted = normalise_language(settings.audio_language)
@@ -116,7 +121,8 @@ def select_stream(streams: list[dict[str, Any]], settings: DemuxSettings) -> tup
                 return stream, f"first stream in language {settings.audio_language!r} (setting audio_language)"
         raise PermanentError(
             f"DEMUX__AUDIO_LANGUAGE={settings.audio_language} but no audio stream has that language "
-            f"(position:language {listing}); set DEMUX__AUDIO_LANGUAGE or DEMUX__AUDIO_TRACK accordingly.")
+            f"(position:language {listing}); set DEMUX__AUDIO_LANGUAGE or DEMUX__AUDIO_TRACK accordingly."
+        )
     for stream in streams:
         if stream["default"]:
             return stream, "the default-flagged stream"
@@ -143,15 +149,22 @@ def clip_range(settings: DemuxSettings, duration: float | None) -> dict[str, flo
     return {"start": float(start), "end": float(end)}
 
 
-def ffmpeg_args(source: Path, target: Path, position: int, sample_rate: int, clip: dict[str, float] | None) -> list[str]:
+def ffmpeg_args(
+    source: Path, target: Path, position: int, sample_rate: int, clip: dict[str, float] | None
+) -> list[str]:
     """The ffmpeg command: one audio stream, downmixed and resampled, streamed into a PCM WAV."""
     input_options: dict[str, Any] = {"ss": clip["start"]} if clip and clip["start"] > 0 else {}
     output_options: dict[str, Any] = {"ac": 1, "ar": sample_rate, "acodec": "pcm_s16le", "f": "wav"}
     if clip:
         output_options["t"] = round(clip["end"] - clip["start"], 6)
     stream = ffmpeg.input(str(source), **input_options)[f"a:{position}"]
-    command = ffmpeg.output(stream, str(target), **output_options).global_args(
-        "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-progress", "pipe:1", "-stats_period", "0.2").overwrite_output()
+    command = (
+        ffmpeg.output(stream, str(target), **output_options)
+        .global_args(
+            "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-progress", "pipe:1", "-stats_period", "0.2"
+        )
+        .overwrite_output()
+    )
     return command.compile(cmd=require_tool("ffmpeg"))
 
 
@@ -203,7 +216,10 @@ def wav_duration(path: Path) -> float:
     return float(sf.info(str(path)).duration)
 
 
-@stage("demux", version="1")
+AUDIO_FILE = "audio.wav"
+
+
+@stage("demux", version="2")
 def demux(ctx: StageContext, settings: DemuxSettings) -> dict:
     source = Path(ctx.job_file.input_path)
     if not source.is_file():
@@ -217,30 +233,44 @@ def demux(ctx: StageContext, settings: DemuxSettings) -> dict:
         raise PermanentError(f"{source} has no audio stream; there is nothing to subtitle.")
     selected, reason = select_stream(streams, settings)
     ctx.log.info("audio streams: %s", streams)
-    ctx.log.info("selected audio stream %d (position %d, %s, language %s): %s", selected["index"],
-                 selected["position"], selected["codec"], selected["language"] or "und", reason)
+    ctx.log.info(
+        "selected audio stream %d (position %d, %s, language %s): %s",
+        selected["index"],
+        selected["position"],
+        selected["codec"],
+        selected["language"] or "und",
+        reason,
+    )
     duration = media_duration(info)
     clip = clip_range(settings, duration)
     if clip:
         ctx.log.info("clip %.2f-%.2f s", clip["start"], clip["end"])
     expected = (clip["end"] - clip["start"]) if clip else duration
-    ctx.log.info("decoding on cpu with ffmpeg to %d Hz mono PCM", settings.sample_rate)
-    with ctx.output("audio.wav") as tmp:
-        peak_mb = run_ffmpeg(ffmpeg_args(source, tmp, selected["position"], settings.sample_rate, clip), expected,
-                             ctx.progress)
+    ctx.log.info("decoding on cpu with ffmpeg to %d Hz mono PCM", SAMPLE_RATE)
+    with ctx.output(AUDIO_FILE) as tmp:
+        peak_mb = run_ffmpeg(ffmpeg_args(source, tmp, selected["position"], SAMPLE_RATE, clip), expected, ctx.progress)
         audio_s = wav_duration(tmp)
         if audio_s <= 0:
             raise PermanentError(f"audio stream {selected['index']} of {source} decoded to no samples.")
     ctx.log.info("ffmpeg peak RSS %.1f MiB for %.1f s of audio", peak_mb, audio_s)
-    ctx.write_json("media.json", {
+    ctx.write(
+        MediaInfo(
+            audio=ctx.relative(ctx.out_dir / AUDIO_FILE),
+            duration_s=round(audio_s, 3),
+            source_duration_s=duration,
+            fps=video_fps(info),
+            audio_streams=[AudioStream(**s) for s in streams],
+            selected=AudioStream(**selected),
+            selection_reason=reason,
+            clip=Span(**clip) if clip else None,
+            source=str(source),
+        )
+    )
+    return {
         "duration_s": round(audio_s, 3),
-        "source_duration_s": duration,
-        "fps": video_fps(info),
-        "audio_streams": streams,
-        "selected": selected,
-        "selection_reason": reason,
+        "stream_index": selected["index"],
+        "language": selected["language"],
+        "streams": len(streams),
         "clip": clip,
-        "source": str(source),
-    })
-    return {"duration_s": round(audio_s, 3), "stream_index": selected["index"], "language": selected["language"],
-            "streams": len(streams), "clip": clip, "ffmpeg_peak_rss_mb": round(peak_mb, 1)}
+        "ffmpeg_peak_rss_mb": round(peak_mb, 1),
+    }

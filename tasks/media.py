@@ -8,6 +8,8 @@ from typing import Any
 
 import ffmpeg
 
+SAMPLE_RATE = 16000  # what Whisper, Silero and the speaker encoders take: the demuxed audio's rate
+
 
 class MediaError(ValueError):
     """The file is not usable media (unreadable, or no audio)."""

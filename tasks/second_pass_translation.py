@@ -2,8 +2,9 @@
 
 Backends (SECOND_PASS_TRANSLATION__BACKEND):
 - `whisper`: Whisper decodes the same speech windows again with task `translate` (the model the
-  asr stage used unless SECOND_PASS_TRANSLATION__WHISPER_MODEL says otherwise, with the glossary
-  names as prompt and the asr hallucination guards). Each English segment lists the transcript
+  asr stage used unless SECOND_PASS_TRANSLATION__WHISPER_MODEL says otherwise) through the same
+  Whisper pass as asr (`tasks.whisper_pass`: ASR__* decoding settings and thresholds, the glossary
+  names as prompt, the same guards). Each English segment lists the transcript
   segments it covers by time (`source_ids`); one that covers none is dropped.
 - `nmt`: a Hugging Face sequence-to-sequence model from the cache (NLLB or M2M100 with their
   language codes, hin_Deva -> eng_Latn; IndicTrans2 with its tag prefix; any other seq2seq
@@ -25,42 +26,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import regex
 
 from settings.stages import TranslationSettings
-from tasks.asr import optional_json, prompt_terms, read_audio
-from tasks.asr_guards import GuardSettings, apply_guards
+from tasks.asr import read_audio
+from tasks.contract import PermanentError, StageContext, StageResult
+from tasks.documents import Glossary, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
-from tasks.contract import PermanentError, StageContext
-from tasks.stage import stage
-from tasks.whisper_models import (
-    WHISPER_THRESHOLDS,
-    Decoded,
-    WhisperDecoder,
-    cached_snapshot,
-    fetch_command,
-    is_multilingual,
-    load_pipeline,
-    loaded,
-    model_prompt,
-    release,
-    resolve_model,
-    speech_chunks,
-)
+from tasks.kernel import stage
+from tasks.whisper_models import Decoded, cached_snapshot, fetch_command, is_multilingual, loaded, release
+from tasks.whisper_pass import PassRequest, whisper_pass
 
 TARGET = "en"
 WHISPER_SETTING = "SECOND_PASS_TRANSLATION__WHISPER_MODEL"
 NMT_SETTING = "SECOND_PASS_TRANSLATION__NMT_MODEL"
 PROMPT_TOKENS = 120  # names only: English text needs fewer tokens than the source transcript
-WINDOW_S = 20.0  # as ASR__CHUNK_S: a full 30 s window often loses its last words
 SEPARATOR = " | "
 _SEPARATOR_SPLIT = regex.compile(r"\s*\|+\s*")
 _PLACEHOLDER = regex.compile(r"\[\s*(\d+)\s*\]")
 _WORD = r"[\p{L}\p{M}\p{N}]"
 # FLORES-200 codes (NLLB, IndicTrans2) for the ISO 639-1 codes Whisper reports.
-FLORES = {"hi": "hin_Deva", "en": "eng_Latn", "ur": "urd_Arab", "bn": "ben_Beng", "pa": "pan_Guru",
-          "mr": "mar_Deva", "gu": "guj_Gujr", "ta": "tam_Taml", "te": "tel_Telu", "kn": "kan_Knda",
-          "ml": "mal_Mlym", "or": "ory_Orya", "as": "asm_Beng", "ne": "npi_Deva", "sa": "san_Deva"}
+FLORES = {
+    "hi": "hin_Deva",
+    "en": "eng_Latn",
+    "ur": "urd_Arab",
+    "bn": "ben_Beng",
+    "pa": "pan_Guru",
+    "mr": "mar_Deva",
+    "gu": "guj_Gujr",
+    "ta": "tam_Taml",
+    "te": "tel_Telu",
+    "kn": "kan_Knda",
+    "ml": "mal_Mlym",
+    "or": "ory_Orya",
+    "as": "asm_Beng",
+    "ne": "npi_Deva",
+    "sa": "san_Deva",
+}
 
 
 def is_english(language: str | None) -> bool:
@@ -68,11 +71,22 @@ def is_english(language: str | None) -> bool:
 
 
 def passthrough_segments(transcript: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"id": s["id"], "start": s["start"], "end": s["end"], "text": s["text"], "speaker": s.get("speaker"),
-             "words": s.get("words", []), "source_ids": [s["id"]]} for s in transcript["segments"]]
+    return [
+        {
+            "id": s["id"],
+            "start": s["start"],
+            "end": s["end"],
+            "text": s["text"],
+            "speaker": s.get("speaker"),
+            "words": s.get("words", []),
+            "source_ids": [s["id"]],
+        }
+        for s in transcript["segments"]
+    ]
 
 
 # Whisper translate ------------------------------------------------------------------------
+
 
 def covered_ids(start: float, end: float, segments: list[dict[str, Any]], min_share: float = 0.5) -> list[int]:
     """Transcript segments an English segment covers: at least min_share of each, else the one it overlaps most."""
@@ -88,11 +102,13 @@ def covered_ids(start: float, end: float, segments: list[dict[str, Any]], min_sh
     return sorted(ids)
 
 
-def map_to_transcript(english: list[Decoded], transcript: list[dict[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], list[Decoded]]:
+def map_to_transcript(
+    english: list[Decoded], transcript: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[Decoded]]:
     """English segments with source_ids and the speaker of their sources; those over no transcript text apart."""
     by_id = {s["id"]: s for s in transcript}
-    out, orphans = [], []
+    out: list[dict[str, Any]] = []
+    orphans: list[Decoded] = []
     for seg in sorted(english, key=lambda s: s.start):
         ids = covered_ids(seg.start, seg.end, transcript)
         if not ids:
@@ -103,63 +119,79 @@ def map_to_transcript(english: list[Decoded], transcript: list[dict[str, Any]]
             src = by_id[i]
             shared = max(0.0, min(seg.end, src["end"]) - max(seg.start, src["start"]))
             speaker_time[src.get("speaker")] = speaker_time.get(src.get("speaker"), 0.0) + shared
-        out.append({"id": len(out), "start": round(seg.start, 3), "end": round(seg.end, 3), "text": seg.text.strip(),
-                    "speaker": max(speaker_time, key=speaker_time.__getitem__), "words": [], "source_ids": ids})
+        out.append(
+            {
+                "id": len(out),
+                "start": round(seg.start, 3),
+                "end": round(seg.end, 3),
+                "text": seg.text.strip(),
+                "speaker": max(speaker_time, key=speaker_time.__getitem__),
+                "words": [],
+                "source_ids": ids,
+            }
+        )
     return out, orphans
 
 
-def whisper_translate(ctx: StageContext, settings: TranslationSettings, transcript: dict[str, Any],
-                      terms: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    audio = read_audio(ctx.input("demux", "audio.wav"))
-    speech = ctx.input_json("silero_vad", "speech_segments.json")["segments"]
-    value = transcript["model"] if settings.whisper_model == "asr" else settings.whisper_model
-    choice = resolve_model(value, ctx.device.device, ctx.cache_root, WHISPER_SETTING)
+def whisper_translate(
+    ctx: StageContext,
+    settings: TranslationSettings,
+    transcript: dict[str, Any],
+    terms: list[str],
+    demux: StageResult,
+    silero_vad: StageResult,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Whisper's translate task over the same speech windows, decoded and guarded as the asr pass is."""
+    audio = read_audio(ctx.file(demux, ctx.read(demux, MediaInfo).audio))
+    speech = [r.model_dump() for r in ctx.read(silero_vad, SpeechRegions).segments]
+    model = transcript["model"] if settings.whisper_model == "asr" else settings.whisper_model
     language = transcript["language"]
-    chunks = speech_chunks(speech, audio, WINDOW_S)
-    prompt = model_prompt(choice.path, "", terms, PROMPT_TOKENS, WHISPER_SETTING)
-    ctx.log.info("Whisper translate pass on %s (compute %s, batch %d) with %s, %s -> en, %d windows, prompt %d tokens",
-                 ctx.device.device, ctx.device.compute_type, ctx.device.batch_size, choice.spec, language, len(chunks),
-                 prompt.tokens)
-    options = {"beam_size": settings.beam_size, "initial_prompt": prompt.initial_prompt, "hotwords": prompt.hotwords,
-               **WHISPER_THRESHOLDS}
-    with loaded(lambda: load_pipeline(choice, ctx.device.device, ctx.device.compute_type, language, "translate",
-                                      options)) as held:
-        pipeline = held[0]
-        if not is_multilingual(pipeline):
-            raise PermanentError(f"the Whisper model {choice.spec} is English-only and cannot translate from "
-                                 f"{language!r}; set {WHISPER_SETTING} to a multilingual model (large-v3, small), or "
-                                 "SECOND_PASS_TRANSLATION__BACKEND=nmt.")
-        decoder = WhisperDecoder(pipeline, language, "translate", WINDOW_S)
-        def on_batch(done: int, total: int) -> None:
-            ctx.progress(0.9 * done / total, f"translated {done}/{total} windows")
+    request = PassRequest(
+        model=model,
+        setting=WHISPER_SETTING,
+        task="translate",
+        language=language,
+        decoding=settings.decoding,
+        terms=terms,
+        prompt_budget=PROMPT_TOKENS,
+    )
 
-        decoded = decoder.decode(audio, chunks, ctx.device.batch_size, on_batch, speech=speech)
-        del pipeline, decoder
-    cfg = GuardSettings(no_speech_threshold=WHISPER_THRESHOLDS["no_speech_threshold"],
-                        log_prob_threshold=WHISPER_THRESHOLDS["log_prob_threshold"],
-                        compression_ratio_threshold=WHISPER_THRESHOLDS["compression_ratio_threshold"],
-                        prompt_terms=prompt.terms, prompt=prompt.initial_prompt)
-    kept, filtered = [], 0
-    for seg in decoded:
-        guarded, records = apply_guards(seg, speech, cfg)
-        for rec in records:
-            ctx.log.info("guard %s %s [%.2f-%.2f]: %r", rec["action"], rec["reason"], rec["start"], rec["end"],
-                         rec["text"])
-        filtered += len(records)
-        if guarded is not None:
-            kept.append(guarded)
-    segments, orphans = map_to_transcript(kept, transcript["segments"])
+    def choose_language(pipeline: Any, _speech: np.ndarray) -> tuple[str, float | None]:
+        if not is_multilingual(pipeline):
+            raise PermanentError(
+                f"the Whisper model {model} is English-only and cannot translate from "
+                f"{language!r}; set {WHISPER_SETTING} to a multilingual model (large-v3, small), or "
+                "SECOND_PASS_TRANSLATION__BACKEND=nmt."
+            )
+        return language, None
+
+    out = whisper_pass(
+        request,
+        audio,
+        speech,
+        ctx.device,
+        ctx.cache_root,
+        ctx.log,
+        lambda f, m: ctx.progress(0.9 * f / 0.85, m),
+        choose_language,
+    )
+    segments, orphans = map_to_transcript(out.kept, transcript["segments"])
     for seg in orphans:
         ctx.log.info("dropped English over no transcript text [%.2f-%.2f]: %r", seg.start, seg.end, seg.text)
     covered = {i for s in segments for i in s["source_ids"]}
     missing = [s["id"] for s in transcript["segments"] if s["id"] not in covered]
     if missing:
         ctx.log.warning("%d transcript segments have no English segment over them: %s", len(missing), missing[:20])
-    return segments, {"model": choice.spec, "filtered": filtered, "orphans": len(orphans),
-                      "untranslated_segments": len(missing)}
+    return segments, {
+        "model": out.choice.spec,
+        "filtered": len(out.filtered),
+        "orphans": len(orphans),
+        "untranslated_segments": len(missing),
+    }
 
 
 # NMT ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Seq2Seq:
@@ -176,13 +208,23 @@ def model_folder(value: str, cache_root: Path) -> Path:
         return local.resolve()
     if value.startswith((".", "/", "~")):
         raise PermanentError(f"the NMT model folder {value} (setting {NMT_SETTING}) does not exist.")
-    cached = cached_snapshot(value, cache_root, required=("config.json",),
-                             any_of=("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                                     "pytorch_model.bin.index.json"))
+    cached = cached_snapshot(
+        value,
+        cache_root,
+        required=("config.json",),
+        any_of=(
+            "model.safetensors",
+            "pytorch_model.bin",
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        ),
+    )
     if cached is None:
-        raise PermanentError(f"the NMT model {value} is not in the model cache and is never downloaded during a run. "
-                             f"Fetch it with `{fetch_command(value, cache_root)}`, or set {NMT_SETTING} to a local "
-                             "folder, or SECOND_PASS_TRANSLATION__BACKEND=whisper.")
+        raise PermanentError(
+            f"the NMT model {value} is not in the model cache and is never downloaded during a run. "
+            f"Fetch it with `{fetch_command(value, cache_root)}`, or set {NMT_SETTING} to a local "
+            "folder, or SECOND_PASS_TRANSLATION__BACKEND=whisper."
+        )
     return cached
 
 
@@ -200,8 +242,9 @@ def load_seq2seq(value: str, cache_root: Path, device: str) -> Seq2Seq:
         raise PermanentError(f"cannot load the NMT model {value} from {folder} ({exc}); check {NMT_SETTING}.") from exc
     torch_device = device if device.startswith("cuda") else "cpu"
     model = model.to(torch_device).eval()
-    return Seq2Seq(tokenizer=tokenizer, model=model, family=model_family(type(tokenizer).__name__, config),
-                   device=torch_device)
+    return Seq2Seq(
+        tokenizer=tokenizer, model=model, family=model_family(type(tokenizer).__name__, config), device=torch_device
+    )
 
 
 def model_family(tokenizer_class: str, config: dict[str, Any]) -> str:
@@ -217,8 +260,9 @@ def model_family(tokenizer_class: str, config: dict[str, Any]) -> str:
 
 def flores(language: str) -> str:
     if language not in FLORES:
-        raise PermanentError(f"no FLORES-200 code known for language {language!r}; use "
-                             "SECOND_PASS_TRANSLATION__BACKEND=whisper for it.")
+        raise PermanentError(
+            f"no FLORES-200 code known for language {language!r}; use SECOND_PASS_TRANSLATION__BACKEND=whisper for it."
+        )
     return FLORES[language]
 
 
@@ -236,6 +280,7 @@ def language_setup(family: str, source: str, target: str, tokenizer: Any) -> tup
 
 
 # Names -----------------------------------------------------------------------------------
+
 
 def name_table(glossary: dict[str, Any] | None) -> dict[str, str]:
     """Every spelling of a protected name -> what it should read: the part of the name it spells
@@ -301,14 +346,21 @@ def split_window(text: str, parts: int) -> list[str] | None:
     return pieces if len(pieces) == parts else None
 
 
-def generate(nmt: Seq2Seq, inputs: list[str], batch_size: int, max_new_tokens: int, num_beams: int,
-             extra: dict[str, Any], on_batch: Callable[[int], None] | None = None) -> list[str]:
+def generate(
+    nmt: Seq2Seq,
+    inputs: list[str],
+    batch_size: int,
+    max_new_tokens: int,
+    num_beams: int,
+    extra: dict[str, Any],
+    on_batch: Callable[[int], None] | None = None,
+) -> list[str]:
     """Translations of `inputs`, batch_size at a time."""
     import torch
 
     out: list[str] = []
     for first in range(0, len(inputs), batch_size):
-        batch = inputs[first: first + batch_size]
+        batch = inputs[first : first + batch_size]
         encoded = nmt.tokenizer(batch, return_tensors="pt", padding=True, truncation=True)
         model_inputs = {k: encoded[k].to(nmt.device) for k in ("input_ids", "attention_mask") if k in encoded}
         with torch.inference_mode():
@@ -319,9 +371,14 @@ def generate(nmt: Seq2Seq, inputs: list[str], batch_size: int, max_new_tokens: i
     return out
 
 
-def nmt_translate_texts(nmt: Seq2Seq, texts: list[str], source: str, names: dict[str, str],
-                        settings: TranslationSettings, progress: Callable[[float, str], None] | None = None
-                        ) -> tuple[list[str], dict[str, int]]:
+def nmt_translate_texts(
+    nmt: Seq2Seq,
+    texts: list[str],
+    source: str,
+    names: dict[str, str],
+    settings: TranslationSettings,
+    progress: Callable[[float, str], None] | None = None,
+) -> tuple[list[str], dict[str, int]]:
     """English for each text: in context windows where the model keeps the separators, alone otherwise,
     with protected names restored (or, where the model lost a placeholder, translated without protection)."""
     prefix, extra = language_setup(nmt.family, source, TARGET, nmt.tokenizer)
@@ -352,50 +409,91 @@ def nmt_translate_texts(nmt: Seq2Seq, texts: list[str], source: str, names: dict
                 stats["context_windows"] += 1
     alone = [i for i, r in enumerate(results) if r is None]
     if alone:
-        outputs = generate(nmt, [prefix + protected[i][0] for i in alone], settings.batch_size,
-                           settings.max_new_tokens, settings.beam_size, extra, tick)
+        outputs = generate(
+            nmt,
+            [prefix + protected[i][0] for i in alone],
+            settings.batch_size,
+            settings.max_new_tokens,
+            settings.beam_size,
+            extra,
+            tick,
+        )
         for i, output in zip(alone, outputs, strict=True):
             results[i] = output
         stats["alone"] = len(alone)
     final: list[str] = []
     lost: list[int] = []
-    for i, text in enumerate(results):
-        restored, found = restore(text or "", protected[i][1])
+    for i, result in enumerate(results):
+        restored, found = restore(result or "", protected[i][1])
         if found != set(protected[i][1]):
             lost.append(i)
         final.append(restored)
     if lost:  # the model dropped or mangled a placeholder: translate the plain text instead
-        outputs = generate(nmt, [prefix + texts[i] for i in lost], settings.batch_size, settings.max_new_tokens,
-                           settings.beam_size, extra, tick)
+        outputs = generate(
+            nmt,
+            [prefix + texts[i] for i in lost],
+            settings.batch_size,
+            settings.max_new_tokens,
+            settings.beam_size,
+            extra,
+            tick,
+        )
         for i, output in zip(lost, outputs, strict=True):
             final[i] = output
         stats["names_lost"] = len(lost)
     return final, stats
 
 
-def nmt_translate(ctx: StageContext, settings: TranslationSettings, transcript: dict[str, Any],
-                  glossary: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def nmt_translate(
+    ctx: StageContext, settings: TranslationSettings, transcript: dict[str, Any], glossary: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     source = transcript["language"]
     segments = transcript["segments"]
-    ctx.log.info("NMT translation with %s on %s, %s -> en, %d segments, batch %d, context %d", settings.nmt_model,
-                 ctx.device.device, source, len(segments), settings.batch_size, settings.context_segments)
+    ctx.log.info(
+        "NMT translation with %s on %s, %s -> en, %d segments, batch %d, context %d",
+        settings.nmt_model,
+        ctx.device.device,
+        source,
+        len(segments),
+        settings.batch_size,
+        settings.context_segments,
+    )
     with loaded(lambda: load_seq2seq(settings.nmt_model, ctx.cache_root, ctx.device.device)) as held:
         nmt = held[0]
         ctx.log.info("model family %s", nmt.family)
-        texts, stats = nmt_translate_texts(nmt, [s["text"] for s in segments], source, name_table(glossary),
-                                           settings, ctx.progress)
+        texts, stats = nmt_translate_texts(
+            nmt, [s["text"] for s in segments], source, name_table(glossary), settings, ctx.progress
+        )
         del nmt
-    out = [{"id": s["id"], "start": s["start"], "end": s["end"], "text": text, "speaker": s.get("speaker"),
-            "words": [], "source_ids": [s["id"]]} for s, text in zip(segments, texts, strict=True)]
+    out = [
+        {
+            "id": s["id"],
+            "start": s["start"],
+            "end": s["end"],
+            "text": text,
+            "speaker": s.get("speaker"),
+            "words": [],
+            "source_ids": [s["id"]],
+        }
+        for s, text in zip(segments, texts, strict=True)
+    ]
     return out, {"model": settings.nmt_model} | stats
 
 
 # The stage -----------------------------------------------------------------------------
 
-@stage("second_pass_translation", version="1", needs=("demux", "silero_vad", "asr", "pre_ner"), gpu=True)
-def second_pass_translation(ctx: StageContext, settings: TranslationSettings) -> dict:
-    transcript = ctx.input_json("asr", "transcript.json")
-    glossary = optional_json(ctx, "pre_ner", "glossary.json")
+
+@stage("second_pass_translation", version="2", gpu=True)
+def second_pass_translation(
+    ctx: StageContext,
+    settings: TranslationSettings,
+    demux: StageResult,
+    silero_vad: StageResult,
+    asr: StageResult,
+    pre_ner: StageResult,
+) -> dict:
+    transcript = ctx.read(asr, Transcript).model_dump()
+    glossary = ctx.read(pre_ner, Glossary).model_dump()
     source = transcript["language"]
     started = time.monotonic()
     passthrough = is_english(source)
@@ -407,13 +505,25 @@ def second_pass_translation(ctx: StageContext, settings: TranslationSettings) ->
         ctx.log.info("no English text: %s", "backend none" if settings.backend == "none" else "the transcript is empty")
         segments = []
     elif settings.backend == "whisper":
-        segments, extra = whisper_translate(ctx, settings, transcript, prompt_terms(glossary))
+        segments, extra = whisper_translate(ctx, settings, transcript, glossary["prompt_terms"], demux, silero_vad)
     else:
         segments, extra = nmt_translate(ctx, settings, transcript, glossary)
     release()
-    ctx.write_json("translation.json", {"backend": settings.backend, "source_language": source,
-                                        "target_language": TARGET, "passthrough": passthrough, "segments": segments})
+    ctx.write(
+        Translation(
+            backend=settings.backend,
+            source_language=source,
+            target_language=TARGET,
+            passthrough=passthrough,
+            segments=[TranslatedSegment.model_validate(s) for s in segments],
+        )
+    )
     ctx.progress(1.0, "done")
-    return {"backend": settings.backend, "source_language": source, "passthrough": passthrough,
-            "segments": len(segments), "device": ctx.device.device,
-            "seconds": round(time.monotonic() - started, 1)} | extra
+    return {
+        "backend": settings.backend,
+        "source_language": source,
+        "passthrough": passthrough,
+        "segments": len(segments),
+        "device": ctx.device.device,
+        "seconds": round(time.monotonic() - started, 1),
+    } | extra

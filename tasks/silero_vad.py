@@ -17,8 +17,9 @@ import numpy as np
 import soundfile as sf
 
 from settings.stages import SileroVadSettings
-from tasks.contract import PermanentError, StageContext
-from tasks.stage import stage
+from tasks.contract import PermanentError, StageContext, StageResult
+from tasks.documents import MediaInfo, Span, SpeechProbability, SpeechRegions
+from tasks.kernel import stage
 
 FRAME = 512  # samples per Silero frame at 16 kHz
 SUPPORTED_RATES = (16000,)
@@ -52,8 +53,9 @@ def audio_windows(path: Path, window_s: float) -> Iterator[tuple[np.ndarray, int
     """(mono float32 samples, sample rate) windows of about window_s seconds, each a whole number of frames."""
     with sf.SoundFile(str(path)) as wav:
         if wav.samplerate not in SUPPORTED_RATES:
-            raise PermanentError(f"{path} is at {wav.samplerate} Hz; Silero VAD needs 16000 Hz "
-                                 "(leave DEMUX__SAMPLE_RATE at 16000).")
+            raise PermanentError(
+                f"{path} is at {wav.samplerate} Hz; Silero VAD needs 16000 Hz (the demux stage writes 16000 Hz)."
+            )
         block = max(FRAME, int(window_s * wav.samplerate) // FRAME * FRAME)
         while True:
             data = wav.read(block, dtype="float32", always_2d=True)
@@ -62,8 +64,9 @@ def audio_windows(path: Path, window_s: float) -> Iterator[tuple[np.ndarray, int
             yield data.mean(axis=1), wav.samplerate
 
 
-def frame_probabilities(model: Any, path: Path, window_s: float,
-                        progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, int, int]:
+def frame_probabilities(
+    model: Any, path: Path, window_s: float, progress: Callable[[float, str], None] | None = None
+) -> tuple[np.ndarray, int, int]:
     """Speech probability of every 512-sample frame, scored window by window; also (samples, rate)."""
     import torch
 
@@ -89,9 +92,14 @@ def frame_probabilities(model: Any, path: Path, window_s: float,
 def speech_segments(probs: np.ndarray, samples: int, rate: int, settings: SileroVadSettings) -> list[dict[str, float]]:
     """Speech regions in seconds, from frame probabilities, with the settings' threshold, durations and padding."""
     stamps = silero().get_speech_timestamps_from_probs(
-        probs.tolist(), sampling_rate=rate, threshold=settings.threshold,
-        min_speech_duration_ms=settings.min_speech_ms, min_silence_duration_ms=settings.min_silence_ms,
-        speech_pad_ms=settings.speech_pad_ms, audio_length_samples=samples)
+        probs.tolist(),
+        sampling_rate=rate,
+        threshold=settings.threshold,
+        min_speech_duration_ms=settings.min_speech_ms,
+        min_silence_duration_ms=settings.min_silence_ms,
+        speech_pad_ms=settings.speech_pad_ms,
+        audio_length_samples=samples,
+    )
     return [{"start": round(s["start"] / rate, 3), "end": round(s["end"] / rate, 3)} for s in stamps]
 
 
@@ -108,18 +116,16 @@ def speech_ratio(segments: list[dict[str, float]], duration_s: float) -> float:
     return round(sum(s["end"] - s["start"] for s in segments) / duration_s, 4) if duration_s > 0 else 0.0
 
 
-@stage("silero_vad", version="1", needs=("demux",))
-def silero_vad(ctx: StageContext, settings: SileroVadSettings) -> dict:
-    wav = ctx.input("demux", "audio.wav")
+@stage("silero_vad", version="2")
+def silero_vad(ctx: StageContext, settings: SileroVadSettings, demux: StageResult) -> dict:
+    wav = ctx.file(demux, ctx.read(demux, MediaInfo).audio)
     ctx.log.info("Silero VAD (packaged model) on cpu, windows of %.0f s", settings.window_s)
     model = load_model()
     probs, samples, rate = frame_probabilities(model, wav, settings.window_s, ctx.progress)
     duration = samples / rate
     segments = speech_segments(probs, samples, rate, settings)
     ratio = speech_ratio(segments, duration)
-    ctx.write_json("speech_segments.json", {"segments": segments, "speech_ratio": ratio,
-                                            "duration_s": round(duration, 3)})
-    ctx.write_json("speech_probability.json", {"hop_s": PROBABILITY_HOP_S,
-                                               "values": probability_curve(probs, rate, duration)})
+    ctx.write(SpeechRegions(segments=[Span(**s) for s in segments], speech_ratio=ratio, duration_s=round(duration, 3)))
+    ctx.write(SpeechProbability(hop_s=PROBABILITY_HOP_S, values=probability_curve(probs, rate, duration)))
     ctx.log.info("%d speech segments, speech ratio %.3f of %.1f s", len(segments), ratio, duration)
     return {"segments": len(segments), "speech_ratio": ratio, "duration_s": round(duration, 3), "device": "cpu"}

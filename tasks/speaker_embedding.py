@@ -82,8 +82,14 @@ def window_starts(n_frames: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def embed_windows(encoder: Any, wav_path: Path, regions: list[dict[str, float]], params: EmbeddedParams,
-                  batch_size: int = 64, progress: Callable[[float, str], None] | None = None) -> Windows:
+def embed_windows(
+    encoder: Any,
+    wav_path: Path,
+    regions: list[dict[str, float]],
+    params: EmbeddedParams,
+    batch_size: int = 64,
+    progress: Callable[[float, str], None] | None = None,
+) -> Windows:
     """One embedding per window of `window_s` every `hop_s` inside each speech region."""
     import torch
     from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
@@ -109,7 +115,7 @@ def embed_windows(encoder: Any, wav_path: Path, regions: list[dict[str, float]],
                 continue  # under 0.1 s or silent: no usable voice; resegmentation labels it from its neighbours
             mel = wav_to_mel_spectrogram(normalize_volume(audio, audio_norm_target_dBFS, increase_only=True))
             for offset in window_starts(len(mel), window, hop):
-                piece = mel[offset: offset + window]
+                piece = mel[offset : offset + window]
                 starts.append(region["start"] + offset * MEL_STEP_S)
                 ends.append(min(region["end"], region["start"] + (offset + len(piece)) * MEL_STEP_S))
                 owners.append(i)
@@ -121,14 +127,17 @@ def embed_windows(encoder: Any, wav_path: Path, regions: list[dict[str, float]],
                     flush()
                     pending.append(piece)
                     flush()
-            if progress is not None and (i + 1 == len(regions) or (i + 1) * 20 // len(regions) > i * 20 // len(regions)):
+            if progress is not None and (
+                i + 1 == len(regions) or (i + 1) * 20 // len(regions) > i * 20 // len(regions)
+            ):
                 progress((i + 1) / len(regions), f"embedded {i + 1}/{len(regions)} speech regions")
         flush()
     dim = 256 if not vectors else len(vectors[0])
     embedding = np.array(vectors, np.float32).reshape(-1, dim)
     usable = np.isfinite(embedding).all(axis=1)  # an all-zero activation normalises to NaN
-    return Windows(np.array(starts, float)[usable], np.array(ends, float)[usable], np.array(owners, int)[usable],
-                   embedding[usable])
+    return Windows(
+        np.array(starts, float)[usable], np.array(ends, float)[usable], np.array(owners, int)[usable], embedding[usable]
+    )
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -185,26 +194,43 @@ def cluster_speakers(embeddings: np.ndarray, params: EmbeddedParams) -> tuple[np
         count = min(k for k, v in partitions.items() if v[0] >= top - SILHOUETTE_TOLERANCE)
         score, centroids = partitions[count]
         if score >= params.min_silhouette or low >= 2:
-            return refine_centroids(items, centroids), {"count": count, "scores": scores,
-                                                        "reason": f"silhouette {score:.3f} at {count} speakers"}
+            return refine_centroids(items, centroids), {
+                "count": count,
+                "scores": scores,
+                "reason": f"silhouette {score:.3f} at {count} speakers",
+            }
         reason = f"no split reaches silhouette {params.min_silhouette:g} (best {top:.3f})"
     elif low >= 2 and len(items) > low:  # min_speakers asks for a split no major clusters support: cut plainly
         labels = fcluster(linkage(items, method="average", metric="cosine"), t=low, criterion="maxclust")
         centroids = normalise(np.stack([items[labels == c].mean(axis=0) for c in np.unique(labels)]))
-        return refine_centroids(items, centroids), {"count": len(centroids), "scores": scores,
-                                                    "reason": f"min_speakers={low}: plain cut of the tree"}
+        return refine_centroids(items, centroids), {
+            "count": len(centroids),
+            "scores": scores,
+            "reason": f"min_speakers={low}: plain cut of the tree",
+        }
     else:
-        reason = (f"no split into speakers of at least {params.min_speaker_s:g} s each" if high >= 2
-                  else "max_speakers=1")
-    return normalise(items.mean(axis=0, keepdims=True)), {"count": 1, "scores": scores, "reason": reason + ": one speaker"}
+        reason = (
+            f"no split into speakers of at least {params.min_speaker_s:g} s each" if high >= 2 else "max_speakers=1"
+        )
+    return normalise(items.mean(axis=0, keepdims=True)), {
+        "count": 1,
+        "scores": scores,
+        "reason": reason + ": one speaker",
+    }
 
 
 def refine_centroids(items: np.ndarray, centroids: np.ndarray, rounds: int = 3) -> np.ndarray:
     """A few spherical k-means rounds over the windows; a centroid left with no window stays as it was."""
     for _ in range(rounds):
         nearest = (items @ centroids.T).argmax(axis=1)
-        centroids = normalise(np.stack([items[nearest == c].mean(axis=0) if np.any(nearest == c) else centroids[c]
-                                        for c in range(len(centroids))]))
+        centroids = normalise(
+            np.stack(
+                [
+                    items[nearest == c].mean(axis=0) if np.any(nearest == c) else centroids[c]
+                    for c in range(len(centroids))
+                ]
+            )
+        )
     return centroids
 
 
@@ -247,8 +273,9 @@ def frame_scores(mids: np.ndarray, starts: np.ndarray, ends: np.ndarray, similar
     return sums / counts[:, None]
 
 
-def resegment(windows: Windows, centroids: np.ndarray, regions: list[dict[str, float]],
-              params: EmbeddedParams) -> list[tuple[float, float, int]]:
+def resegment(
+    windows: Windows, centroids: np.ndarray, regions: list[dict[str, float]], params: EmbeddedParams
+) -> list[tuple[float, float, int]]:
     """Turns (start, end, cluster) covering every speech region, split where the speaker changes."""
     similarity = normalise(windows.embedding) @ centroids.T if len(windows) else np.zeros((0, len(centroids)))
     centres = (windows.start + windows.end) / 2
@@ -271,9 +298,15 @@ def resegment(windows: Windows, centroids: np.ndarray, regions: list[dict[str, f
     return turns
 
 
-def diarize_embedded(wav_path: Path, regions: list[dict[str, float]], device: str, params: EmbeddedParams,
-                     batch_size: int = 64, log: Any = None,
-                     progress: Callable[[float, str], None] | None = None) -> tuple[list[tuple[float, float, int]], dict]:
+def diarize_embedded(
+    wav_path: Path,
+    regions: list[dict[str, float]],
+    device: str,
+    params: EmbeddedParams,
+    batch_size: int = 64,
+    log: Any = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> tuple[list[tuple[float, float, int]], dict]:
     """Turns (start, end, cluster id) and facts about the clustering, for the speech regions of a 16 kHz WAV."""
     regions = [r for r in regions if r["end"] > r["start"]]
     if not regions:
@@ -283,11 +316,20 @@ def diarize_embedded(wav_path: Path, regions: list[dict[str, float]], device: st
     long_enough = windows.end - windows.start >= min(params.window_s, 1.0) - 1e-6
     basis = windows.embedding[long_enough] if long_enough.sum() >= 3 else windows.embedding
     if len(basis) == 0:
-        return [(r["start"], r["end"], 0) for r in regions], {"count": 1, "scores": {}, "reason": "nothing to embed",
-                                                              "windows": 0}
+        return [(r["start"], r["end"], 0) for r in regions], {
+            "count": 1,
+            "scores": {},
+            "reason": "nothing to embed",
+            "windows": 0,
+        }
     centroids, facts = cluster_speakers(basis, params)
     if log is not None:
-        log.info("embedded %d windows (%d used for clustering); %s; silhouettes %s", len(windows), len(basis),
-                 facts["reason"], facts["scores"])
+        log.info(
+            "embedded %d windows (%d used for clustering); %s; silhouettes %s",
+            len(windows),
+            len(basis),
+            facts["reason"],
+            facts["scores"],
+        )
     turns = resegment(windows, centroids, regions, params)
     return turns, {**facts, "windows": len(windows)}

@@ -42,8 +42,12 @@ def qc_markdown(report: dict[str, Any]) -> str:
     tracks = report["tracks"]
     languages = list(tracks)
     rules = list(next(iter(tracks.values()))["counts"]) if tracks else []
-    lines = ["# Subtitle QC", "", "| rule | " + " | ".join(languages) + " |",
-             "| --- | " + " | ".join("---:" for _ in languages) + " |"]
+    lines = [
+        "# Subtitle QC",
+        "",
+        "| rule | " + " | ".join(languages) + " |",
+        "| --- | " + " | ".join("---:" for _ in languages) + " |",
+    ]
     for rule in rules:
         lines.append(f"| {rule} | " + " | ".join(str(tracks[lang]["counts"][rule]) for lang in languages) + " |")
     if tracks:
@@ -53,10 +57,17 @@ def qc_markdown(report: dict[str, Any]) -> str:
         over = tracks[lang]["over_reading_speed"]
         if not over:
             continue
-        lines += ["", f"## {lang}: events over the reading speed", "",
-                  "| # | start | end | cps | limited by | text |", "| ---: | ---: | ---: | ---: | --- | --- |"]
+        lines += [
+            "",
+            f"## {lang}: events over the reading speed",
+            "",
+            "| # | start | end | cps | limited by | text |",
+            "| ---: | ---: | ---: | ---: | --- | --- |",
+        ]
         for item in over:
             text = item["text"].replace("|", "\\|")
-            lines.append(f"| {item['index']} | {item['start']:.2f} | {item['end']:.2f} | {item['cps']} | "
-                         f"{item['limited_by']} | {text} |")
+            lines.append(
+                f"| {item['index']} | {item['start']:.2f} | {item['end']:.2f} | {item['cps']} | "
+                f"{item['limited_by']} | {text} |"
+            )
     return "\n".join(lines) + "\n"

@@ -1,21 +1,24 @@
 """subtitle_gen: timed English and source-language subtitles (SRT, WebVTT, ASS) and a QC report.
 
-English comes from post_ner's `english.json`, the source language from the ASR's
-`transcript.json`; songs (lyrics_detection's `songs.json`) are set in italics with a note
-sign, or left out when the lyrics stage says `subtitle_songs: false`. Layout and timing
-follow DESIGN.md "Subtitles" (see tasks.subtitle_layout); the files go into the job's
-`output/` as `<film stem>.<lang>.<srt|vtt|ass>`, and `qc.json` / `qc.md` into the stage folder.
-Times are shifted by the demux clip start, so they match the film, not the clip.
+English comes from post_ner's named translation, the source language from the ASR's
+transcript; songs (lyrics_detection) are set in italics with a note sign, or left out with
+SUBTITLE_GEN__SUBTITLE_SONGS=false. Layout and timing follow DESIGN.md "Subtitles" (see
+tasks.subtitle_layout); the files go into the job's `output/` as
+`<film stem>.<lang>.<srt|vtt|ass>` and are listed in the subtitle set that mux reads; `qc.json`
+/ `qc.md` go into the stage folder. Times are shifted by the demux clip start, so they match
+the film, not the clip.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from settings.model import FilmSettings
 from settings.stages import SubtitleSettings
-from tasks.contract import StageContext
-from tasks.stage import stage
+from tasks.contract import StageContext, StageResult
+from tasks.documents import MediaInfo, NamedTranslation, Songs, SubtitleSet, SubtitleTrack, Transcript
+from tasks.kernel import stage
 from tasks.subtitle_formats import qc_markdown, render, subtitle_file
 from tasks.subtitle_layout import (
     HARD_RULES,
@@ -51,8 +54,9 @@ def in_regions(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
     return any(float(r["start"]) <= middle <= float(r["end"]) for r in regions)
 
 
-def speech_units(segments: list[dict[str, Any]], songs: dict[str, Any] | None, *,
-                 id_keys: tuple[str, ...]) -> list[Unit]:
+def speech_units(
+    segments: list[dict[str, Any]], songs: dict[str, Any] | None, *, id_keys: tuple[str, ...], keep_songs: bool = True
+) -> list[Unit]:
     """One unit per segment with text; lyric when the lyrics stage marked it (by id or by region).
 
     `id_keys` name the fields holding transcript segment ids ("id" for the transcript,
@@ -60,7 +64,6 @@ def speech_units(segments: list[dict[str, Any]], songs: dict[str, Any] | None, *
     """
     lyric_ids = {str(i) for i in (songs or {}).get("lyric_segment_ids", [])}
     regions = (songs or {}).get("regions", [])
-    keep_songs = bool((songs or {}).get("subtitle_songs", True))
     units: list[Unit] = []
     for index, segment in enumerate(segments):
         start, end = float(segment.get("start", 0.0)), float(segment.get("end", 0.0))
@@ -73,14 +76,22 @@ def speech_units(segments: list[dict[str, Any]], songs: dict[str, Any] | None, *
             continue
         words = timed_words(str(segment.get("text", "")), segment.get("words") or [], start, end)
         if words:
-            units.append(Unit(id=str(segment.get("id", index)), words=tuple(words), speaker=segment.get("speaker"),
-                              lyric=lyric))
+            units.append(
+                Unit(id=str(segment.get("id", index)), words=tuple(words), speaker=segment.get("speaker"), lyric=lyric)
+            )
     return units
 
 
-def build_track(segments: list[dict[str, Any]], songs: dict[str, Any] | None, rules: Rules, *,
-                id_keys: tuple[str, ...], tagger: Tagger | None) -> list[Event]:
-    return plan_events(speech_units(segments, songs, id_keys=id_keys), rules, tagger)
+def build_track(
+    segments: list[dict[str, Any]],
+    songs: dict[str, Any] | None,
+    rules: Rules,
+    *,
+    id_keys: tuple[str, ...],
+    tagger: Tagger | None,
+    keep_songs: bool = True,
+) -> list[Event]:
+    return plan_events(speech_units(segments, songs, id_keys=id_keys, keep_songs=keep_songs), rules, tagger)
 
 
 def shift(events: list[Event], frames: int) -> list[Event]:
@@ -90,56 +101,80 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-@stage("subtitle_gen", version="1", needs=("demux", "asr", "post_ner", "lyrics_detection"), uses_film=True)
-def subtitle_gen(ctx: StageContext, settings: SubtitleSettings) -> dict:
-    film = ctx.film
-    media = ctx.input_json("demux", "media.json")
-    english = ctx.input_json("post_ner", "english.json")
-    transcript = ctx.input_json("asr", "transcript.json")
-    songs = ctx.input_json("lyrics_detection", "songs.json")
-    audience = film.audience if film else "adult"
-    rules = rules_for(settings, media.get("fps"), audience)
-    offset = round(float((media.get("clip") or {}).get("start") or 0.0) * rules.fps)
+@stage("subtitle_gen", version="2")
+def subtitle_gen(
+    ctx: StageContext,
+    settings: SubtitleSettings,
+    demux: StageResult,
+    asr: StageResult,
+    post_ner: StageResult,
+    lyrics_detection: StageResult,
+    film: FilmSettings,
+) -> dict:
+    media = ctx.read(demux, MediaInfo)
+    english = ctx.read(post_ner, NamedTranslation)
+    transcript = ctx.read(asr, Transcript)
+    songs = ctx.read(lyrics_detection, Songs).model_dump()
+    rules = rules_for(settings, media.fps, film.audience)
+    offset = round((media.clip.start if media.clip else 0.0) * rules.fps)
     stem = Path(ctx.job_file.input_path).stem
-    target_lang = str(english.get("target_language") or (film.target_lang if film else "en"))
-    source_lang = str(transcript.get("language") or (film.source_lang if film else "hi"))
-    ctx.log.info("layout on cpu: %s, %.3f fps, %.0f cps (%s audience), songs %s", target_lang, rules.fps,
-                 rules.max_cps, audience, "subtitled" if songs.get("subtitle_songs", True) else "left out")
+    target_lang, source_lang = english.target_language, transcript.language
+    ctx.log.info(
+        "layout on cpu: %s, %.3f fps, %.0f cps (%s audience), songs %s",
+        target_lang,
+        rules.fps,
+        rules.max_cps,
+        film.audience,
+        "subtitled" if settings.subtitle_songs else "left out",
+    )
 
-    tracks: list[tuple[str, str, list[dict[str, Any]], tuple[str, ...], Tagger | None]] = [
-        (target_lang, "target", english.get("segments", []), ("source_ids",),
-         spacy_tagger(settings.spacy_model) if target_lang == "en" else None),
+    tracks: list[tuple[str, Literal["target", "source"], list[dict[str, Any]], tuple[str, ...], Tagger | None]] = [
+        (
+            target_lang,
+            "target",
+            english.segment_dicts(),
+            ("source_ids",),
+            spacy_tagger(settings.spacy_model) if target_lang == "en" else None,
+        ),
     ]
     if settings.source_subtitles:
         if source_lang == target_lang:
             ctx.log.info("source language is %s too: no separate source-language track", source_lang)
         else:
-            tracks.append((source_lang, "source", transcript.get("segments", []), ("id",),
-                           spacy_tagger(settings.spacy_model) if source_lang == "en" else None))
+            tracks.append(
+                (
+                    source_lang,
+                    "source",
+                    transcript.segment_dicts(),
+                    ("id",),
+                    spacy_tagger(settings.spacy_model) if source_lang == "en" else None,
+                )
+            )
 
-    qc: dict[str, Any] = {"fps": rules.fps, "audience": audience, "tracks": {}}
-    summary_tracks: list[dict[str, Any]] = []
+    qc: dict[str, Any] = {"fps": rules.fps, "audience": film.audience, "tracks": {}}
+    subtitle_set = SubtitleSet()
     for n, (lang, role, segments, id_keys, tagger) in enumerate(tracks):
-        events = build_track(segments, songs, rules, id_keys=id_keys, tagger=tagger)
+        events = build_track(segments, songs, rules, id_keys=id_keys, tagger=tagger, keep_songs=settings.subtitle_songs)
         report = check_hard_limits(events, rules)
         shift(events, offset)
         qc["tracks"][lang] = report.as_dict() | {"role": role}
-        subs = subtitle_file(events, rules.fps, language=lang, title=f"{film.title if film and film.title else stem}")
-        files = []
+        subs = subtitle_file(events, rules.fps, language=lang, title=film.title or stem)
+        track = SubtitleTrack(language=lang, role=role, events=len(events), lyric_events=sum(e.lyric for e in events))
         for fmt in settings.formats:
-            name = f"{stem}.{lang}.{fmt}"
-            ctx.write_text(name, render(subs, fmt), final=True)
-            files.append(name)
-        summary_tracks.append({"language": lang, "role": role, "events": len(events), "files": files,
-                               "lyric_events": sum(e.lyric for e in events)})
+            track.files[fmt] = ctx.relative(ctx.write_text(f"{stem}.{lang}.{fmt}", render(subs, fmt), final=True))
+        subtitle_set.tracks.append(track)
         ctx.log.info("%s: %d events, QC %s", lang, len(events), report.counts)
         ctx.progress((n + 1) / len(tracks), f"{lang} subtitles written")
     qc["hard_violations"] = sum(data["counts"][rule] for data in qc["tracks"].values() for rule in HARD_RULES)
+    ctx.write(subtitle_set)
     ctx.write_json("qc.json", qc)
     ctx.report("qc.md", qc_markdown(qc), f"Subtitle QC of job {ctx.job.job_id}: events breaking each rule")
     return {
         "fps": rules.fps,
-        "tracks": summary_tracks,
+        "tracks": [
+            {"language": t.language, "role": t.role, "events": t.events, "lyric_events": t.lyric_events}
+            for t in subtitle_set.tracks
+        ],
         "qc": {lang: data["counts"] for lang, data in qc["tracks"].items()},
         "hard_violations": qc["hard_violations"],
         "over_reading_speed": {lang: len(data["over_reading_speed"]) for lang, data in qc["tracks"].items()},

@@ -63,18 +63,21 @@ AUXILIARIES = frozenset(
 
 @dataclass(frozen=True)
 class Rules:
-    """The standards an event list must meet, and the room the timing may use."""
+    """The standards an event list must meet, and the room the timing may use.
 
-    max_line_chars: int = 42
-    max_lines: int = 2
-    max_cps: float = 20.0
-    min_duration_s: float = 5 / 6
-    max_duration_s: float = 7.0
-    min_gap_frames: int = 2
-    chain_gap_frames: int = 12
-    fps: float = 25.0
-    max_linger_s: float = 1.5  # how long an event may stay on after its speech ends, to be read
-    merge_gap_s: float = 1.0  # short neighbouring lines this close may share one event
+    No defaults here: the figures are SubtitleSettings' (`tasks.subtitle_gen.rules_for`), written once.
+    """
+
+    max_line_chars: int
+    max_lines: int
+    max_cps: float
+    min_duration_s: float
+    max_duration_s: float
+    min_gap_frames: int
+    chain_gap_frames: int
+    fps: float
+    max_linger_s: float  # how long an event may stay on after its speech ends, to be read
+    merge_gap_s: float  # short neighbouring lines this close may share one event
 
     @property
     def frame_s(self) -> float:
@@ -168,8 +171,9 @@ def timed_words(text: str, words: Sequence[dict[str, Any]], start: float, end: f
     timed = [w for w in words or [] if _has_time(w)]
     anchors: dict[int, tuple[float, float]] = {}
     if timed:
-        matcher = difflib.SequenceMatcher(None, [_norm(t) for t in tokens],
-                                          [_norm(str(w.get("word", ""))) for w in timed], autojunk=False)
+        matcher = difflib.SequenceMatcher(
+            None, [_norm(t) for t in tokens], [_norm(str(w.get("word", ""))) for w in timed], autojunk=False
+        )
         for block in matcher.get_matching_blocks():
             for k in range(block.size):
                 w = timed[block.b + k]
@@ -183,19 +187,21 @@ def timed_words(text: str, words: Sequence[dict[str, Any]], start: float, end: f
         j = i
         while j < len(tokens) and times[j] is None:
             j += 1
-        left = times[i - 1][1] if i > 0 and times[i - 1] is not None else start
-        right = times[j][0] if j < len(tokens) and times[j] is not None else end
+        before = times[i - 1] if i > 0 else None
+        after = times[j] if j < len(tokens) else None
+        left = before[1] if before is not None else start
+        right = after[0] if after is not None else end
         right = max(right, left)
         weights = [max(1, len(t)) for t in tokens[i:j]]
         total, t = sum(weights), left
-        for k, weight in zip(range(i, j), weights):
+        for k, weight in zip(range(i, j), weights, strict=False):
             step = (right - left) * weight / total
             times[k] = (t, t + step)
             t += step
         i = j
     result: list[Word] = []
     floor = start
-    for token, span in zip(tokens, times):
+    for token, span in zip(tokens, times, strict=False):
         assert span is not None
         s = min(max(span[0], floor), end)
         e = min(max(span[1], s), end)
@@ -223,7 +229,7 @@ def split_long_words(words: Sequence[Word], limit: int) -> list[Word]:
         if len(word.text) <= limit:
             out.append(word)
             continue
-        pieces = [word.text[k: k + limit] for k in range(0, len(word.text), limit)]
+        pieces = [word.text[k : k + limit] for k in range(0, len(word.text), limit)]
         step = (word.end - word.start) / len(pieces)
         out += [Word(p, word.start + n * step, word.start + (n + 1) * step) for n, p in enumerate(pieces)]
     return out
@@ -325,8 +331,9 @@ class Layout:
     bad_breaks: int
 
 
-def break_lines(tokens: Sequence[str], costs: Sequence[float], rules: Rules, *, first_extra: int = 0,
-                last_extra: int = 0) -> Layout | None:
+def break_lines(
+    tokens: Sequence[str], costs: Sequence[float], rules: Rules, *, first_extra: int = 0, last_extra: int = 0
+) -> Layout | None:
     """The best way to set `tokens` in at most `max_lines` lines, or None when they do not fit.
 
     One line when it fits; otherwise the break with the lowest cost, with a penalty for
@@ -358,8 +365,9 @@ def break_lines(tokens: Sequence[str], costs: Sequence[float], rules: Rules, *, 
     return Layout(tuple(" ".join(tokens[a:b]) for a, b in cuts), cost, bad)
 
 
-def _best_cuts(n: int, count: int, width: Callable[[int, int], int], costs: Sequence[float],
-               limit: int) -> tuple[float, list[tuple[int, int]]] | None:
+def _best_cuts(
+    n: int, count: int, width: Callable[[int, int], int], costs: Sequence[float], limit: int
+) -> tuple[float, list[tuple[int, int]]] | None:
     """Cheapest split of n tokens into `count` lines: break costs plus distance from even lines."""
     target = width(0, n) / count
     inf = math.inf
@@ -406,7 +414,7 @@ def plain_lines(lines: Sequence[str]) -> list[str]:
     out = []
     for line in lines:
         if line.startswith(SPEAKER_DASH):
-            line = line[len(SPEAKER_DASH):]
+            line = line[len(SPEAKER_DASH) :]
         out.append(line.replace(NOTE, "").strip())
     return out
 
@@ -426,8 +434,9 @@ def plan_events(units: Sequence[Unit], rules: Rules, tagger: Tagger | None = Non
     return time_events(_merge_short(events, rules), rules)
 
 
-def _chunk_unit(unit: Unit, words: Sequence[Word], next_start: float, rules: Rules,
-                tagger: Tagger | None) -> list[Event]:
+def _chunk_unit(
+    unit: Unit, words: Sequence[Word], next_start: float, rules: Rules, tagger: Tagger | None
+) -> list[Event]:
     """Split one unit's words into events: the cheapest cut by break cost, reading speed and duration."""
     tokens = [w.text for w in words]
     costs = break_costs(tokens, tagger)
@@ -445,12 +454,17 @@ def _chunk_unit(unit: Unit, words: Sequence[Word], next_start: float, rules: Rul
             chars += len(tokens[j - 1]) + 1
             if chars + first_extra + last_extra > capacity:
                 break
-            layout = break_lines(tokens[i:j], costs[i:j - 1], rules, first_extra=first_extra, last_extra=last_extra)
+            layout = break_lines(tokens[i:j], costs[i : j - 1], rules, first_extra=first_extra, last_extra=last_extra)
             if layout is None:
                 continue
             following = words[j].start if j < n else next_start
-            cost = best[i] + _event_cost(words[i].start, words[j - 1].end, following,
-                                         sum(len(x) for x in layout.lines) + first_extra + last_extra, rules)
+            cost = best[i] + _event_cost(
+                words[i].start,
+                words[j - 1].end,
+                following,
+                sum(len(x) for x in layout.lines) + first_extra + last_extra,
+                rules,
+            )
             cost += LINE_BREAK_WEIGHT * layout.cost + (EVENT_BREAK_WEIGHT * costs[j - 1] if j < n else 0.0)
             if cost < best[j]:
                 best[j], back[j] = cost, (i, layout)
@@ -463,15 +477,25 @@ def _chunk_unit(unit: Unit, words: Sequence[Word], next_start: float, rules: Rul
         cuts.append((i, j, layout))
         j = i
     cuts.reverse()
-    return [Event(lines=_decorate(layout.lines, unit.lyric), words=tuple(words[i:j]), speakers=(unit.speaker,),
-                  lyric=unit.lyric, whole=len(cuts) == 1, costs=tuple(costs[i:j - 1]), bad_breaks=layout.bad_breaks)
-            for i, j, layout in cuts]
+    return [
+        Event(
+            lines=_decorate(layout.lines, unit.lyric),
+            words=tuple(words[i:j]),
+            speakers=(unit.speaker,),
+            lyric=unit.lyric,
+            whole=len(cuts) == 1,
+            costs=tuple(costs[i : j - 1]),
+            bad_breaks=layout.bad_breaks,
+        )
+        for i, j, layout in cuts
+    ]
 
 
 def _room(start: float, speech_end: float, following: float, rules: Rules) -> float:
     """Seconds an event starting at `start` may stay up: to linger, the next speech, or 7 s."""
-    end = min(speech_end + rules.max_linger_s, following - rules.min_gap_frames / rules.fps,
-              start + rules.max_duration_s)
+    end = min(
+        speech_end + rules.max_linger_s, following - rules.min_gap_frames / rules.fps, start + rules.max_duration_s
+    )
     return max(end - start, rules.frame_s)
 
 
@@ -524,8 +548,14 @@ def _merged(first: Event, second: Event, following: float, rules: Rules) -> Even
         layout = break_lines([w.text for w in words], costs, rules, first_extra=extra_first, last_extra=extra_last)
         if layout is None:
             return None
-        merged = Event(lines=_decorate(layout.lines, first.lyric), words=words, speakers=speakers,
-                       lyric=first.lyric, costs=costs, bad_breaks=layout.bad_breaks)
+        merged = Event(
+            lines=_decorate(layout.lines, first.lyric),
+            words=words,
+            speakers=speakers,
+            lyric=first.lyric,
+            costs=costs,
+            bad_breaks=layout.bad_breaks,
+        )
     else:
         if first.lyric or None in speakers or len(speakers) != 2 or rules.max_lines < 2:
             return None
@@ -537,8 +567,9 @@ def _merged(first: Event, second: Event, following: float, rules: Rules) -> Even
         merged = Event(lines=lines, words=words, speakers=speakers, costs=costs, dual=True)
     # Only worth it when the joined event reads better than the first alone.
     room = _room(merged.speech_start, merged.speech_end, following, rules)
-    if merged.chars / room > max(first.chars / _room(first.speech_start, first.speech_end, second.speech_start,
-                                                     rules), rules.max_cps):
+    if merged.chars / room > max(
+        first.chars / _room(first.speech_start, first.speech_end, second.speech_start, rules), rules.max_cps
+    ):
         return None
     return merged
 
@@ -557,7 +588,7 @@ def time_events(events: list[Event], rules: Rules) -> list[Event]:
     for event in events:
         event.start_frame = int(math.floor(event.speech_start * fps + 1e-6))
     # An event needs at least one frame, then the gap: push a start that leaves no room.
-    for before, after in zip(events, events[1:]):
+    for before, after in zip(events, events[1:], strict=False):
         after.start_frame = max(after.start_frame, before.start_frame + 1 + gap)
     for index, event in enumerate(events):
         speech_end = max(int(math.ceil(event.speech_end * fps - 1e-6)), event.start_frame + 1)
@@ -594,8 +625,12 @@ class QcReport:
         return all(self.counts[name] == 0 for name in HARD_RULES)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.counts["events"], "counts": self.counts, "limits": self.limits,
-                "over_reading_speed": self.over_reading_speed}
+        return {
+            "events": self.counts["events"],
+            "counts": self.counts,
+            "limits": self.limits,
+            "over_reading_speed": self.over_reading_speed,
+        }
 
 
 HARD_RULES = ("line_length", "line_count", "order", "overlap", "min_gap", "empty_duration")
@@ -621,9 +656,17 @@ def qc_report(events: Sequence[Event], rules: Rules) -> QcReport:
         cps = event.chars / seconds if seconds > 0 else math.inf
         if cps > rules.max_cps + 1e-9:
             counts["reading_speed"] += 1
-            over.append({"index": index + 1, "start": round(event.start_s(fps), 3), "end": round(event.end_s(fps), 3),
-                         "cps": round(cps, 1), "chars": event.chars, "limited_by": event.limited_by,
-                         "text": " / ".join(event.lines)})
+            over.append(
+                {
+                    "index": index + 1,
+                    "start": round(event.start_s(fps), 3),
+                    "end": round(event.end_s(fps), 3),
+                    "cps": round(cps, 1),
+                    "chars": event.chars,
+                    "limited_by": event.limited_by,
+                    "text": " / ".join(event.lines),
+                }
+            )
         if index + 1 < len(events):
             after = events[index + 1]
             gap = after.start_frame - event.end_frame
@@ -631,9 +674,16 @@ def qc_report(events: Sequence[Event], rules: Rules) -> QcReport:
             counts["overlap"] += gap < 0
             counts["min_gap"] += 0 <= gap < rules.min_gap_frames
             counts["unchained_gap"] += rules.min_gap_frames < gap <= rules.chain_gap_frames
-    limits = {"max_line_chars": rules.max_line_chars, "max_lines": rules.max_lines, "max_cps": rules.max_cps,
-              "min_duration_s": round(rules.min_duration_s, 3), "max_duration_s": rules.max_duration_s,
-              "min_gap_frames": rules.min_gap_frames, "chain_gap_frames": rules.chain_gap_frames, "fps": fps}
+    limits = {
+        "max_line_chars": rules.max_line_chars,
+        "max_lines": rules.max_lines,
+        "max_cps": rules.max_cps,
+        "min_duration_s": round(rules.min_duration_s, 3),
+        "max_duration_s": rules.max_duration_s,
+        "min_gap_frames": rules.min_gap_frames,
+        "chain_gap_frames": rules.chain_gap_frames,
+        "fps": fps,
+    }
     return QcReport(counts=counts, over_reading_speed=over, limits=limits)
 
 

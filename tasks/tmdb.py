@@ -16,9 +16,11 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
+from settings.model import FilmSettings
 from settings.stages import TmdbSettings
 from tasks.contract import PermanentError, StageContext
-from tasks.stage import StageSkipped, stage
+from tasks.documents import TmdbFilm
+from tasks.kernel import StageSkipped, stage
 from tasks.tmdb_client import (
     AnswerCache,
     TmdbAuthError,
@@ -124,8 +126,9 @@ def keep_crew(member: dict[str, Any]) -> bool:
     return department in {"Sound", "Crew"} and any(word in job.lower() for word in _MUSIC_WORDS)
 
 
-def film_record(details: dict[str, Any], credits: dict[str, Any], keywords: dict[str, Any],
-                alternative_titles: dict[str, Any]) -> dict[str, Any]:
+def film_record(
+    details: dict[str, Any], credits: dict[str, Any], keywords: dict[str, Any], alternative_titles: dict[str, Any]
+) -> dict[str, Any]:
     """`tmdb.json` from the four TMDB answers."""
     cast = sorted(credits.get("cast") or [], key=lambda c: (c.get("order") is None, c.get("order") or 0))
     crew: list[dict[str, Any]] = []
@@ -147,8 +150,11 @@ def film_record(details: dict[str, Any], credits: dict[str, Any], keywords: dict
         "year": _release_year(details),
         "overview": details.get("overview") or "",
         "tagline": details.get("tagline") or "",
-        "cast": [{"name": c.get("name") or "", "character": c.get("character") or "", "order": c.get("order")}
-                 for c in cast if c.get("name")],
+        "cast": [
+            {"name": c.get("name") or "", "character": c.get("character") or "", "order": c.get("order")}
+            for c in cast
+            if c.get("name")
+        ],
         "crew": crew,
         "keywords": [k["name"] for k in keywords.get("keywords") or [] if k.get("name")],
         "alternative_titles": titles,
@@ -172,31 +178,46 @@ def _input_path(ctx: StageContext) -> str | None:
         return None
 
 
-@stage("tmdb", version="1", optional=True, uses_film=True, secrets=("tmdb_api_key",))
-def tmdb(ctx: StageContext, settings: TmdbSettings) -> dict:
+@stage("tmdb", version="2", optional=True, secrets=("tmdb_api_key",))
+def tmdb(ctx: StageContext, settings: TmdbSettings, film: FilmSettings) -> dict:
     if not settings.enabled:
         raise StageSkipped("TMDB lookup is off (TMDB__ENABLED=false)")
     secret = ctx.secrets.get("tmdb_api_key")
     api_key = secret.get_secret_value().strip() if secret is not None else ""
     if not api_key:
         raise StageSkipped("no TMDB_API_KEY: set it in the environment or in config/secrets.json")
-    film = ctx.film
-    title, year = film_query(film.title if film else None, film.year if film else None, _input_path(ctx))
+    title, year = film_query(film.title, film.year, _input_path(ctx))
     if not title:
-        raise StageSkipped("no film title: give one with the prepare option --title (FILM__TITLE), "
-                           "or name the file 'Title (Year).mkv'")
-    cache_dir = settings.cache_dir or (ctx.cache_root or Path(".cache")) / "tmdb"
+        raise StageSkipped(
+            "no film title: give one with the prepare option --title (FILM__TITLE), or name the file 'Title (Year).mkv'"
+        )
+    cache_dir = settings.cache_dir or ctx.cache_root / "tmdb"
     max_age = settings.cache_max_age_days * 86400 if settings.cache_max_age_days > 0 else None
-    client = TmdbClient(api_key, base_url=settings.base_url, language=settings.language, timeout_s=settings.timeout_s,
-                        max_attempts=settings.max_attempts, backoff_s=settings.backoff_s,
-                        max_wait_s=settings.max_wait_s, cache=AnswerCache(cache_dir, max_age), log=ctx.log)
-    ctx.log.info("device: cpu (HTTP only); looking up %r (%s) at %s, cache %s", title, year or "any year",
-                 settings.base_url, cache_dir)
+    client = TmdbClient(
+        api_key,
+        base_url=settings.base_url,
+        language=settings.language,
+        timeout_s=settings.timeout_s,
+        max_attempts=settings.max_attempts,
+        backoff_s=settings.backoff_s,
+        max_wait_s=settings.max_wait_s,
+        cache=AnswerCache(cache_dir, max_age),
+        log=ctx.log,
+    )
+    ctx.log.info(
+        "device: cpu (HTTP only); looking up %r (%s) at %s, cache %s",
+        title,
+        year or "any year",
+        settings.base_url,
+        cache_dir,
+    )
     try:
         match = find_film(client, title, year, settings.min_title_score)
         if match is None:
-            raise StageSkipped(f"no TMDB match for {title!r} ({year or 'any year'}); "
-                               "give the title and year with the prepare options --title/--year")
+            raise StageSkipped(
+                f"no TMDB match for {title!r} ({year or 'any year'}); "
+                "give the title and year with the prepare options --title/--year"
+            )
         ctx.progress(0.25, f"found TMDB id {match['id']}")
         data = fetch_film(client, int(match["id"]))
     except TmdbCacheError as exc:
@@ -211,10 +232,25 @@ def tmdb(ctx: StageContext, settings: TmdbSettings) -> dict:
         raise StageSkipped(f"TMDB lookup failed: {exc}") from exc
     finally:
         client.close()
-    ctx.write_json("tmdb.json", data)
+    ctx.write(TmdbFilm.model_validate(data))
     ctx.progress(1.0, "tmdb.json written")
-    ctx.log.info("TMDB %s: %r (%s), %d cast, %d crew; %d request(s), %d cache hit(s)", data["id"], data["title"],
-                 data["year"], len(data["cast"]), len(data["crew"]), client.requests_sent, client.cache_hits)
-    return {"id": data["id"], "title": data["title"], "year": data["year"], "query": {"title": title, "year": year},
-            "cast": len(data["cast"]), "crew": len(data["crew"]), "requests": client.requests_sent,
-            "cache_hits": client.cache_hits}
+    ctx.log.info(
+        "TMDB %s: %r (%s), %d cast, %d crew; %d request(s), %d cache hit(s)",
+        data["id"],
+        data["title"],
+        data["year"],
+        len(data["cast"]),
+        len(data["crew"]),
+        client.requests_sent,
+        client.cache_hits,
+    )
+    return {
+        "id": data["id"],
+        "title": data["title"],
+        "year": data["year"],
+        "query": {"title": title, "year": year},
+        "cast": len(data["cast"]),
+        "crew": len(data["crew"]),
+        "requests": client.requests_sent,
+        "cache_hits": client.cache_hits,
+    }

@@ -86,8 +86,9 @@ class AnswerCache:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         except OSError as exc:
-            raise TmdbCacheError(f"cannot write the TMDB answer cache {self.folder} ({exc}); "
-                            "set TMDB__CACHE_DIR to a writable folder") from exc
+            raise TmdbCacheError(
+                f"cannot write the TMDB answer cache {self.folder} ({exc}); set TMDB__CACHE_DIR to a writable folder"
+            ) from exc
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -113,10 +114,21 @@ class TmdbClient:
     sent as a Bearer header); TMDB v3 endpoints accept both.
     """
 
-    def __init__(self, api_key: str, *, base_url: str = TMDB_API, language: str = "en-US", timeout_s: float = 10.0,
-                 max_attempts: int = 4, backoff_s: float = 1.0, max_wait_s: float = 60.0,
-                 cache: AnswerCache | None = None, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = TMDB_API,
+        language: str = "en-US",
+        timeout_s: float = 10.0,
+        max_attempts: int = 4,
+        backoff_s: float = 1.0,
+        max_wait_s: float = 60.0,
+        cache: AnswerCache | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        log: logging.Logger | None = None,
+    ) -> None:
         self._key = api_key
         self.base_url = base_url.rstrip("/")
         self.language = language
@@ -164,8 +176,9 @@ class TmdbClient:
             wait: float | None = None
             try:
                 self.requests_sent += 1
-                answer = self.session.get(url, params={**params, **auth_params}, headers=headers,
-                                          timeout=self.timeout_s)
+                answer = self.session.get(
+                    url, params={**params, **auth_params}, headers=headers, timeout=self.timeout_s
+                )
             except requests.RequestException as exc:
                 problem = f"{type(exc).__name__} talking to {self.base_url}: {self._redact(str(exc))[:200]}"
             else:

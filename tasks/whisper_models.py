@@ -32,17 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from settings.caches import hf_home, hub_cache
 from tasks.contract import PermanentError
+from tasks.media import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 PACKAGED = "packaged"
 AUTO = "auto"
 CHUNK_S = 30.0  # Whisper's window
 # Whisper's decoder context is 448 tokens; the prompt may use at most half of it (223), and
 # every prompt token is one fewer for the text of a 30 s window (Devanagari text takes many).
 WHISPER_PROMPT_LIMIT = 223
-# Whisper's own thresholds (WhisperX's defaults), for a pass without settings of its own.
-WHISPER_THRESHOLDS = {"no_speech_threshold": 0.6, "log_prob_threshold": -1.0, "compression_ratio_threshold": 2.4}
 
 
 class Audio:
@@ -56,8 +55,9 @@ class Audio:
 
             info = sf.info(str(path))
             if info.samplerate != SAMPLE_RATE:
-                raise PermanentError(f"{path} is at {info.samplerate} Hz; Whisper needs 16000 Hz "
-                                     "(leave DEMUX__SAMPLE_RATE at 16000).")
+                raise PermanentError(
+                    f"{path} is at {info.samplerate} Hz; Whisper needs 16000 Hz (the demux stage writes 16000 Hz)."
+                )
             self.frames = int(info.frames)
         elif samples is not None:
             self.frames = int(samples.size)
@@ -91,13 +91,8 @@ class ModelChoice:
     repo_id: str | None = None  # the hub repository, when it came from the cache
 
 
-def hub_cache(cache_root: Path) -> Path:
-    """The Hugging Face hub cache under the shared cache root (HF_HOME=<root>/huggingface)."""
-    return Path(cache_root) / "huggingface" / "hub"
-
-
 def fetch_command(repo_id: str, cache_root: Path) -> str:
-    return f"HF_HOME={Path(cache_root) / 'huggingface'} hf download {repo_id}"
+    return f"HF_HOME={hf_home(cache_root)} hf download {repo_id}"
 
 
 def default_model_name(device: str) -> str:
@@ -112,9 +107,11 @@ def whisper_repo_id(name: str) -> str:
     from faster_whisper.utils import _MODELS  # the table faster-whisper's own download uses
 
     if name not in _MODELS:
-        raise PermanentError(f"unknown Whisper model {name!r}: use a faster-whisper size ({', '.join(_MODELS)}), a "
-                             "Hugging Face id of a CTranslate2 Whisper model, a local CTranslate2 folder, "
-                             f"'{PACKAGED}' or '{AUTO}'")
+        raise PermanentError(
+            f"unknown Whisper model {name!r}: use a faster-whisper size ({', '.join(_MODELS)}), a "
+            "Hugging Face id of a CTranslate2 Whisper model, a local CTranslate2 folder, "
+            f"'{PACKAGED}' or '{AUTO}'"
+        )
     return _MODELS[name]
 
 
@@ -131,9 +128,11 @@ def resolve_model(value: str, device: str, cache_root: Path, setting: str) -> Mo
     local = Path(value).expanduser()
     if local.is_dir():
         if not (local / "model.bin").is_file():
-            raise PermanentError(f"{local} (setting {setting}) is not a CTranslate2 Whisper model folder: it has no "
-                                 "model.bin. Convert one with `ct2-transformers-converter --model openai/whisper-small "
-                                 "--output_dir DIR --copy_files tokenizer.json preprocessor_config.json`.")
+            raise PermanentError(
+                f"{local} (setting {setting}) is not a CTranslate2 Whisper model folder: it has no "
+                "model.bin. Convert one with `ct2-transformers-converter --model openai/whisper-small "
+                "--output_dir DIR --copy_files tokenizer.json preprocessor_config.json`."
+            )
         return ModelChoice(spec=str(local.resolve()), path=local.resolve())
     if value.startswith((".", "/", "~")) or value.count("/") > 1:
         raise PermanentError(f"the model folder {value} (setting {setting}) does not exist.")
@@ -143,12 +142,14 @@ def resolve_model(value: str, device: str, cache_root: Path, setting: str) -> Mo
         raise PermanentError(
             f"the Whisper model {value} ({repo_id}) is not in the model cache {hub_cache(cache_root)} and is never "
             f"downloaded during a run. Fetch it with `{fetch_command(repo_id, cache_root)}`, or set {setting} to "
-            f"'{PACKAGED}' (the offline tiny.en, English only) or to a local CTranslate2 folder.")
+            f"'{PACKAGED}' (the offline tiny.en, English only) or to a local CTranslate2 folder."
+        )
     return ModelChoice(spec=value, path=cached, repo_id=repo_id)
 
 
-def cached_snapshot(repo_id: str, cache_root: Path, required: tuple[str, ...] = ("config.json",),
-                    any_of: tuple[str, ...] = ()) -> Path | None:
+def cached_snapshot(
+    repo_id: str, cache_root: Path, required: tuple[str, ...] = ("config.json",), any_of: tuple[str, ...] = ()
+) -> Path | None:
     """The cached snapshot folder of a hub repository holding the required files, else None (no network)."""
     from huggingface_hub import snapshot_download
 
@@ -181,21 +182,43 @@ class _NoVad:
         raise RuntimeError("WhisperX's own VAD is not used: speech regions come from the silero_vad stage")
 
 
-def load_pipeline(choice: ModelChoice, device: str, compute_type: str, language: str | None, task: str,
-                  asr_options: dict[str, Any], compute_setting: str = "DEVICE") -> Any:
+def load_pipeline(
+    choice: ModelChoice,
+    device: str,
+    compute_type: str,
+    language: str | None,
+    task: str,
+    asr_options: dict[str, Any],
+    compute_setting: str = "DEVICE",
+) -> Any:
     """WhisperX's pipeline for a local model folder; `asr_options` (prompt, hotwords, thresholds) are fixed here."""
     import whisperx
 
     kind, index = split_device(device)
-    options = {"multilingual": False, "condition_on_previous_text": False, "without_timestamps": False,
-               "word_timestamps": True} | asr_options
+    options = {
+        "multilingual": False,
+        "condition_on_previous_text": False,
+        "without_timestamps": False,
+        "word_timestamps": True,
+    } | asr_options
     try:
-        return whisperx.load_model(str(choice.path), kind, device_index=index, compute_type=compute_type,
-                                   asr_options=options, language=language, task=task, vad_model=_NoVad(),
-                                   local_files_only=True, threads=cpu_threads())
+        return whisperx.load_model(
+            str(choice.path),
+            kind,
+            device_index=index,
+            compute_type=compute_type,
+            asr_options=options,
+            language=language,
+            task=task,
+            vad_model=_NoVad(),
+            local_files_only=True,
+            threads=cpu_threads(),
+        )
     except ValueError as exc:  # CTranslate2: compute type not supported on this device
-        raise PermanentError(f"cannot load {choice.spec} on {device} with compute type {compute_type}: {exc}. "
-                             f"Choose another with {compute_setting} (int8, int8_float16, float16, float32).") from exc
+        raise PermanentError(
+            f"cannot load {choice.spec} on {device} with compute type {compute_type}: {exc}. "
+            f"Choose another with {compute_setting} (int8, int8_float16, float16, float32)."
+        ) from exc
 
 
 def is_multilingual(pipeline: Any) -> bool:
@@ -235,8 +258,10 @@ def loaded(factory: Callable[[], Any]) -> Iterator[list[Any]]:
 
 # Speech windows ---------------------------------------------------------------
 
-def speech_chunks(segments: list[dict[str, float]], audio: Audio | None = None,
-                  chunk_s: float = CHUNK_S) -> list[dict[str, float]]:
+
+def speech_chunks(
+    segments: list[dict[str, float]], audio: Audio | None = None, chunk_s: float = CHUNK_S
+) -> list[dict[str, float]]:
     """VAD speech segments merged into windows of at most `chunk_s` seconds, like WhisperX's merge_chunks.
 
     Neighbouring segments join while the window stays within `chunk_s`; a segment longer than
@@ -285,6 +310,7 @@ def speech_audio(audio: Audio, chunks: list[dict[str, float]], limit_s: float = 
 
 # Prompt -------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Prompt:
     initial_prompt: str | None
@@ -293,8 +319,9 @@ class Prompt:
     tokens: int  # prompt tokens in all
 
 
-def build_prompt(user_prompt: str, terms: list[str], count_tokens: Callable[[str], int], budget: int,
-                 hotword_share: float = 1 / 3) -> Prompt:
+def build_prompt(
+    user_prompt: str, terms: list[str], count_tokens: Callable[[str], int], budget: int, hotword_share: float = 1 / 3
+) -> Prompt:
     """Hotwords (the top names) and the initial prompt (the user's text, then the names left over), within budget.
 
     Both travel in Whisper's "previous text" slot, so together they must stay within the
@@ -308,8 +335,10 @@ def build_prompt(user_prompt: str, terms: list[str], count_tokens: Callable[[str
     user = user_prompt.strip()
     user_tokens = count_tokens(" " + user) if user else 0
     if user_tokens > budget:
-        raise PermanentError(f"ASR__INITIAL_PROMPT takes {user_tokens} tokens, more than the prompt budget of {budget} "
-                             "(ASR__PROMPT_MAX_TOKENS); shorten it.")
+        raise PermanentError(
+            f"ASR__INITIAL_PROMPT takes {user_tokens} tokens, more than the prompt budget of {budget} "
+            "(ASR__PROMPT_MAX_TOKENS); shorten it."
+        )
     unique = list(dict.fromkeys(t.strip() for t in terms if t and t.strip()))
     hot_budget = int((budget - user_tokens) * hotword_share)
     hot = _fit(unique, count_tokens, hot_budget, lambda items: ", ".join(items))
@@ -319,15 +348,20 @@ def build_prompt(user_prompt: str, terms: list[str], count_tokens: Callable[[str
         names = "Names in this film: " + ", ".join(items) + "." if items else ""
         return " ".join(part for part in (user, names) if part)
 
-    in_prompt = _fit(unique[len(hot):], count_tokens, budget - hot_tokens, prompt_text)
+    in_prompt = _fit(unique[len(hot) :], count_tokens, budget - hot_tokens, prompt_text)
     text = prompt_text(in_prompt)
     total = (count_tokens(" " + text) if text else 0) + hot_tokens
-    return Prompt(initial_prompt=text or None, hotwords=", ".join(hot) or None,
-                  terms=tuple(dict.fromkeys(hot + in_prompt)), tokens=total)
+    return Prompt(
+        initial_prompt=text or None,
+        hotwords=", ".join(hot) or None,
+        terms=tuple(dict.fromkeys(hot + in_prompt)),
+        tokens=total,
+    )
 
 
-def _fit(items: list[str], count_tokens: Callable[[str], int], budget: int,
-         render: Callable[[list[str]], str]) -> list[str]:
+def _fit(
+    items: list[str], count_tokens: Callable[[str], int], budget: int, render: Callable[[list[str]], str]
+) -> list[str]:
     """The longest prefix of items whose rendering fits the token budget."""
     lo, hi = 0, len(items)
     while lo < hi:  # binary search: token counts grow with the prefix
@@ -339,8 +373,9 @@ def _fit(items: list[str], count_tokens: Callable[[str], int], budget: int,
     return items[:lo]
 
 
-def model_prompt(model_path: Path, user_prompt: str, terms: list[str], budget: int, setting: str,
-                 hotword_share: float = 0.0) -> Prompt:
+def model_prompt(
+    model_path: Path, user_prompt: str, terms: list[str], budget: int, setting: str, hotword_share: float = 0.0
+) -> Prompt:
     """The prompt counted with the model's own tokenizer, read from its folder before the model loads
     (the prompt is part of the options fixed at load time)."""
     import tokenizers
@@ -348,14 +383,21 @@ def model_prompt(model_path: Path, user_prompt: str, terms: list[str], budget: i
     tokenizer_file = model_path / "tokenizer.json"
     if not tokenizer_file.is_file():
         # faster-whisper would fetch a tokenizer from the hub instead: never during a run.
-        raise PermanentError(f"{model_path} has no tokenizer.json; copy it from the original Whisper model "
-                             f"(setting {setting}).")
+        raise PermanentError(
+            f"{model_path} has no tokenizer.json; copy it from the original Whisper model (setting {setting})."
+        )
     tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
-    return build_prompt(user_prompt, terms, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
-                        budget, hotword_share)
+    return build_prompt(
+        user_prompt,
+        terms,
+        lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
+        budget,
+        hotword_share,
+    )
 
 
 # Decoding ---------------------------------------------------------------------
+
 
 @dataclass
 class Decoded:
@@ -371,8 +413,12 @@ class Decoded:
     chunk: int = 0
 
 
-def needs_fallback(segments: list[Decoded], log_prob_threshold: float | None, no_speech_threshold: float | None,
-                   compression_ratio_threshold: float | None) -> bool:
+def needs_fallback(
+    segments: list[Decoded],
+    log_prob_threshold: float | None,
+    no_speech_threshold: float | None,
+    compression_ratio_threshold: float | None,
+) -> bool:
     """Whisper's own test for a failed decode: repetitive text, or low confidence that is not silence."""
     for seg in segments:
         if compression_ratio_threshold is not None and seg.compression_ratio > compression_ratio_threshold:
@@ -401,20 +447,40 @@ class WhisperDecoder:
         """faster-whisper arguments from WhisperX's TranscriptionOptions (asr_options)."""
         o = self.pipeline.options
         return dict(
-            language=self.language, task=self.task, beam_size=o.beam_size, best_of=o.best_of, patience=o.patience,
-            length_penalty=o.length_penalty, repetition_penalty=o.repetition_penalty,
-            no_repeat_ngram_size=o.no_repeat_ngram_size, temperature=list(o.temperatures),
-            compression_ratio_threshold=o.compression_ratio_threshold, log_prob_threshold=o.log_prob_threshold,
-            no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=False,
-            initial_prompt=o.initial_prompt, prefix=o.prefix, suppress_blank=o.suppress_blank,
-            suppress_tokens=list(o.suppress_tokens), without_timestamps=o.without_timestamps,
-            word_timestamps=o.word_timestamps, prepend_punctuations=o.prepend_punctuations,
-            append_punctuations=o.append_punctuations, max_new_tokens=o.max_new_tokens, hotwords=o.hotwords,
-            vad_filter=False)
+            language=self.language,
+            task=self.task,
+            beam_size=o.beam_size,
+            best_of=o.best_of,
+            patience=o.patience,
+            length_penalty=o.length_penalty,
+            repetition_penalty=o.repetition_penalty,
+            no_repeat_ngram_size=o.no_repeat_ngram_size,
+            temperature=list(o.temperatures),
+            compression_ratio_threshold=o.compression_ratio_threshold,
+            log_prob_threshold=o.log_prob_threshold,
+            no_speech_threshold=o.no_speech_threshold,
+            condition_on_previous_text=False,
+            initial_prompt=o.initial_prompt,
+            prefix=o.prefix,
+            suppress_blank=o.suppress_blank,
+            suppress_tokens=list(o.suppress_tokens),
+            without_timestamps=o.without_timestamps,
+            word_timestamps=o.word_timestamps,
+            prepend_punctuations=o.prepend_punctuations,
+            append_punctuations=o.append_punctuations,
+            max_new_tokens=o.max_new_tokens,
+            hotwords=o.hotwords,
+            vad_filter=False,
+        )
 
-    def decode(self, audio: Audio, chunks: list[dict[str, float]], batch_size: int,
-               on_batch: Callable[[int, int], None] | None = None,
-               speech: list[dict[str, float]] | None = None) -> list[Decoded]:
+    def decode(
+        self,
+        audio: Audio,
+        chunks: list[dict[str, float]],
+        batch_size: int,
+        on_batch: Callable[[int, int], None] | None = None,
+        speech: list[dict[str, float]] | None = None,
+    ) -> list[Decoded]:
         """All windows, `batch_size` at a time; `on_batch(done, total)` after each batch.
 
         A batched window is decoded once: when Whisper ends it early (it often drops the last
@@ -429,18 +495,25 @@ class WhisperDecoder:
             out += self._decode_windows(audio, again, batch_size, None, first_index=len(chunks))
         return sorted(out, key=lambda seg: (seg.start, seg.end))
 
-    def _decode_windows(self, audio: Audio, chunks: list[dict[str, float]], batch_size: int,
-                        on_batch: Callable[[int, int], None] | None, first_index: int = 0) -> list[Decoded]:
+    def _decode_windows(
+        self,
+        audio: Audio,
+        chunks: list[dict[str, float]],
+        batch_size: int,
+        on_batch: Callable[[int, int], None] | None,
+        first_index: int = 0,
+    ) -> list[Decoded]:
         opts = self.options()
         o = self.pipeline.options
         out: list[Decoded] = []
         for first in range(0, len(chunks), batch_size):
-            group = chunks[first: first + batch_size]
+            group = chunks[first : first + batch_size]
             offset = group[0]["start"]  # only this batch's span of audio is read
             span = audio.window(offset, group[-1]["end"])
             clips = [{"start": c["start"] - offset, "end": c["end"] - offset} for c in group]
-            segments, _info = self.batched.transcribe(span, clip_timestamps=clips, batch_size=batch_size,
-                                                      multilingual=False, **opts)
+            segments, _info = self.batched.transcribe(
+                span, clip_timestamps=clips, batch_size=batch_size, multilingual=False, **opts
+            )
             by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
             for seg in segments:
                 index = _chunk_of(seg.seek / self.pipeline.model.frames_per_second, clips)
@@ -451,8 +524,9 @@ class WhisperDecoder:
                     self.redecoded += 1
                     # Sampling at a higher temperature is not always better: keep the batched text only
                     # when the new one fails Whisper's checks too and is less likely.
-                    fails = needs_fallback(again, o.log_prob_threshold, o.no_speech_threshold,
-                                           o.compression_ratio_threshold)
+                    fails = needs_fallback(
+                        again, o.log_prob_threshold, o.no_speech_threshold, o.compression_ratio_threshold
+                    )
                     if not fails or mean_logprob(again) > mean_logprob(decoded):
                         decoded = again
                 out.extend(decoded)
@@ -475,16 +549,20 @@ def mean_logprob(segments: list[Decoded]) -> float:
     return sum(w * v for w, v in zip(weights, scores, strict=True)) / sum(weights)
 
 
-def uncovered_speech(speech: list[dict[str, float]], decoded: list[Decoded], min_s: float = 0.5,
-                     min_fraction: float = 0.3) -> list[dict[str, float]]:
+def uncovered_speech(
+    speech: list[dict[str, float]], decoded: list[Decoded], min_s: float = 0.5, min_fraction: float = 0.3
+) -> list[dict[str, float]]:
     """VAD speech segments (at least min_s long) that decoded text covers less than min_fraction of."""
     out = []
     for region in speech:
         duration = region["end"] - region["start"]
         if duration < min_s:
             continue
-        covered = sum(max(0.0, min(region["end"], seg.end) - max(region["start"], seg.start))
-                      for seg in decoded if seg.text.strip())
+        covered = sum(
+            max(0.0, min(region["end"], seg.end) - max(region["start"], seg.start))
+            for seg in decoded
+            if seg.text.strip()
+        )
         if covered < min_fraction * duration:
             out.append({"start": region["start"], "end": region["end"]})
     return out
@@ -495,11 +573,25 @@ def _chunk_of(offset: float, group: list[dict[str, float]]) -> int:
 
 
 def _decoded(seg: Any, chunk: int, offset: float) -> Decoded:
-    words = [{"word": w.word, "start": round(w.start + offset, 3), "end": round(w.end + offset, 3),
-              "probability": round(float(w.probability), 4)} for w in (seg.words or [])]
-    return Decoded(start=round(seg.start + offset, 3), end=round(seg.end + offset, 3), text=seg.text.strip(),
-                   avg_logprob=float(seg.avg_logprob), no_speech_prob=float(seg.no_speech_prob),
-                   compression_ratio=float(seg.compression_ratio), words=words, chunk=chunk)
+    words = [
+        {
+            "word": w.word,
+            "start": round(w.start + offset, 3),
+            "end": round(w.end + offset, 3),
+            "probability": round(float(w.probability), 4),
+        }
+        for w in (seg.words or [])
+    ]
+    return Decoded(
+        start=round(seg.start + offset, 3),
+        end=round(seg.end + offset, 3),
+        text=seg.text.strip(),
+        avg_logprob=float(seg.avg_logprob),
+        no_speech_prob=float(seg.no_speech_prob),
+        compression_ratio=float(seg.compression_ratio),
+        words=words,
+        chunk=chunk,
+    )
 
 
 def detect_language(pipeline: Any, speech: np.ndarray) -> tuple[str, float, dict[str, float]]:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.pipeline import run_job
-from tasks.contract import StageContext, TransientError
-from tasks.stage import StageSkipped, stage
+from flows.subtitle import detect_hardware
+from settings.jobs import find_job
+from settings.model import load_settings
+from tasks.contract import StageContext, StageResult, TransientError
+from tasks.kernel import StageSkipped, open_run, stage
 
 
 def _called(ctx: StageContext) -> None:
@@ -25,14 +27,14 @@ def _called(ctx: StageContext) -> None:
             fh.write(f"{ctx.stage}\n")
 
 
-@stage("demux", "1", register=False)
+@stage("demux", "1")
 def demux(ctx: StageContext, settings) -> dict:
     _called(ctx)
-    ctx.write_text("audio.txt", f"audio of {ctx.job_file.input_path} from {settings.sample_rate}\n")
+    ctx.write_text("audio.txt", f"audio of {ctx.job_file.input_path} clipped at {settings.clip_start}\n")
     return {"lines": 1}
 
 
-@stage("tmdb", "1", optional=True, secrets=("tmdb_api_key",), register=False)
+@stage("tmdb", "1", optional=True, secrets=("tmdb_api_key",))
 def tmdb(ctx: StageContext, settings) -> dict:
     _called(ctx)
     if ctx.secrets.get("tmdb_api_key") is None:
@@ -40,10 +42,10 @@ def tmdb(ctx: StageContext, settings) -> dict:
     return {}
 
 
-@stage("silero_vad", "1", needs=("demux",), register=False)
-def silero_vad(ctx: StageContext, settings) -> dict:
+@stage("silero_vad", "1")
+def silero_vad(ctx: StageContext, settings, demux: StageResult) -> dict:
     _called(ctx)
-    audio = ctx.input("demux", "audio.txt").read_text()
+    audio = ctx.file(demux, "audio.txt").read_text()
     pause = float(os.environ.get("FILMSUBS_TEST_SLOW", "0"))
     with ctx.output("speech.txt") as tmp, tmp.open("w") as fh:
         for i in range(20):
@@ -54,32 +56,43 @@ def silero_vad(ctx: StageContext, settings) -> dict:
     return {"threshold": settings.threshold}
 
 
-@stage("asr", "1", needs=("silero_vad", "tmdb"), gpu=True, register=False)
-def asr(ctx: StageContext, settings) -> dict:
+@stage("asr", "1", gpu=True)
+def asr(ctx: StageContext, settings, silero_vad: StageResult, tmdb: StageResult) -> dict:
     _called(ctx)
     flaky = Path(os.environ.get("FILMSUBS_TEST_FLAKY", "/nonexistent/x"))
     if flaky.parent.is_dir() and not flaky.exists():
         flaky.touch()
         raise TransientError("the disk was busy (injected once)")
-    speech = ctx.input("silero_vad", "speech.txt").read_text()
-    threshold = ctx.input("silero_vad", "threshold.txt").read_text()
+    speech = ctx.file(silero_vad, "speech.txt").read_text()
+    threshold = ctx.file(silero_vad, "threshold.txt").read_text()
     ctx.write_text("transcript.txt", f"{threshold}{speech.upper()}")
     return {"beam": settings.beam_size}
 
 
-@stage("subtitle_gen", "1", needs=("asr",), register=False)
-def subtitle_gen(ctx: StageContext, settings) -> dict:
+@stage("subtitle_gen", "1")
+def subtitle_gen(ctx: StageContext, settings, asr: StageResult) -> dict:
     _called(ctx)
-    ctx.write_text("film.en.srt", ctx.input("asr", "transcript.txt").read_text(), final=True)
+    ctx.write_text("film.en.srt", ctx.file(asr, "transcript.txt").read_text(), final=True)
     return {}
 
 
-TEST_SPECS = [demux, tmdb, silero_vad, asr, subtitle_gen]
+TEST_SPECS = (demux, tmdb, silero_vad, asr, subtitle_gen)
 
 
 @flow(name="subtitle-test")
 def test_pipeline(job_id: str, stages: list[str] | None = None, from_stage: str | None = None):
-    return run_job(job_id, TEST_SPECS, stages=stages, from_stage=from_stage)
+    """The same frame as the real flow, over the small stages above."""
+    job = find_job(load_settings().out_root, job_id)
+    settings = load_settings(job.env_file)
+    with open_run(job, settings, TEST_SPECS, stages=stages, from_stage=from_stage) as run:
+        run.start(detect_hardware(str(settings.out_root), settings.device))
+        run.preflight()
+        audio = run.submit(demux)
+        names = run.submit(tmdb)
+        speech = run.submit(silero_vad, demux=audio)
+        text = run.submit(asr, silero_vad=speech, tmdb=names)
+        run.submit(subtitle_gen, asr=text)
+        return run.results()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from tasks.asr_guards import (
     weak_evidence,
 )
 from tasks.contract import PermanentError, StageResult, stage_folder_name
-from tasks.stage import STAGES, RunEnv, execute
+from tasks.documents import Transcript
+from tasks.kernel import RunEnv, execute
 from tasks.whisper_models import (
     Audio,
     Decoded,
@@ -78,11 +79,20 @@ NAME_TERMS = ["Vikramaditya", "Shubhankar", "Ludhiana"]
 
 # Text normalisation for WER: lower case, punctuation stripped, numbers as spoken ------------
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
-        "seventeen eighteen nineteen".split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split()
+)
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth", "nine": "ninth",
-            "twelve": "twelfth"}
+_ORDINAL = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
 
 
 def spoken(number: int) -> str:
@@ -114,32 +124,54 @@ def normalise(text: str) -> str:
 
 # Upstream results ---------------------------------------------------------------------------
 
+
 def upstream_for(root: Path, audio: np.ndarray, turns: list, terms: list[str]) -> tuple[Any, dict[str, StageResult]]:
     """A job with the real demux and silero_vad results, ground-truth speakers.json and a glossary."""
     film = make_film(root / "film.mka", [(audio, "eng")], video=False)
     job = make_job(root, film)
     demux = run_stage("demux", job)
     vad = run_stage("silero_vad", job, upstream={"demux": demux})
-    speakers = fake_result(job, "diarization", {"speakers.json": {
-        "backend": "ground-truth", "speakers": sorted({t.speaker for t in turns}),
-        "turns": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns], "names": {}}})
-    glossary = fake_result(job, "pre_ner", {"glossary.json": {
-        "entries": [{"canonical": t, "kind": "person", "variants": [], "source": "test", "notes": ""} for t in terms],
-        "prompt_terms": terms, "protected_names": terms}})
+    speakers = fake_result(
+        job,
+        "diarization",
+        {
+            "speakers.json": {
+                "backend": "ground-truth",
+                "speakers": sorted({t.speaker for t in turns}),
+                "turns": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns],
+                "names": {},
+            }
+        },
+    )
+    glossary = fake_result(
+        job,
+        "pre_ner",
+        {
+            "glossary.json": {
+                "entries": [
+                    {"canonical": t, "kind": "person", "variants": [], "source": "test", "notes": ""} for t in terms
+                ],
+                "prompt_terms": terms,
+                "protected_names": terms,
+            }
+        },
+    )
     return job, {"demux": demux, "silero_vad": vad, "diarization": speakers, "pre_ner": glossary}
 
 
 def run_asr(job, upstream: dict[str, StageResult], settings: AsrSettings, progress=None) -> StageResult:
-    import tasks.asr  # noqa: F401  (registers the stage)
+    from tasks.asr import asr
 
     env = RunEnv(cache_root=str(job.dir.parent / "cache"))
-    return execute(STAGES["asr"], job, settings, CPU, upstream, FilmSettings(), env, progress=progress)
+    return execute(asr, job, settings, CPU, upstream, FilmSettings(), env, progress=progress)
 
 
 def outputs(job) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     folder = job.dir / stage_folder_name("asr")
-    return (json.loads((folder / "transcript.json").read_text()),
-            json.loads((folder / "asr_filtered.json").read_text()))
+    return (
+        json.loads((folder / "transcript.json").read_text()),
+        json.loads((folder / "asr_filtered.json").read_text()),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +184,18 @@ def dialogue_run(tmp_path_factory):
     result = run_asr(job, upstream, PACKAGED_EN, progress=lambda f, m: calls.append((f, m)))
     seconds = time.monotonic() - started
     transcript, filtered = outputs(job)
-    print(f"\nASR of {audio.size / 16000:.1f} s dialogue with tiny.en int8 on CPU: {seconds:.1f} s "
-          f"(stage {result.duration_s:.1f} s); summary {result.summary}")
-    return {"result": result, "transcript": transcript, "filtered": filtered, "progress": calls,
-            "duration": audio.size / 16000, "turns": turns}
+    print(
+        f"\nASR of {audio.size / 16000:.1f} s dialogue with tiny.en int8 on CPU: {seconds:.1f} s "
+        f"(stage {result.duration_s:.1f} s); summary {result.summary}"
+    )
+    return {
+        "result": result,
+        "transcript": transcript,
+        "filtered": filtered,
+        "progress": calls,
+        "duration": audio.size / 16000,
+        "turns": turns,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +209,7 @@ def name_job(tmp_path_factory):
 
 
 # The measured dialogue ---------------------------------------------------------------------
+
 
 def test_dialogue_word_error_rate(dialogue_run):
     reference = normalise(" ".join(text for _, text in LINES))
@@ -202,9 +243,15 @@ def test_dialogue_words_get_the_right_speaker(dialogue_run):
     accuracy = right / total
     print(f"\nspeaker attribution={accuracy:.3f} ({right}/{total} aligned words)")
     assert accuracy >= 0.90
-    segment_right = sum(seg["speaker"] == speaker_of(seg["start"], seg["end"], [
-        {"start": t.start, "end": t.end, "speaker": t.speaker} for t in dialogue_run["turns"]])
-        for seg in dialogue_run["transcript"]["segments"])
+    segment_right = sum(
+        seg["speaker"]
+        == speaker_of(
+            seg["start"],
+            seg["end"],
+            [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in dialogue_run["turns"]],
+        )
+        for seg in dialogue_run["transcript"]["segments"]
+    )
     assert segment_right == len(dialogue_run["transcript"]["segments"])
 
 
@@ -227,11 +274,14 @@ def test_dialogue_transcript_shape_summary_and_progress(dialogue_run):
     transcript, result = dialogue_run["transcript"], dialogue_run["result"]
     assert transcript["language"] == "en" and transcript["model"] == "packaged"
     assert [s["id"] for s in transcript["segments"]] == list(range(len(transcript["segments"])))
-    keys = {"id", "start", "end", "text", "speaker", "avg_logprob", "no_speech_prob", "words"}
+    Transcript.model_validate(transcript)  # the typed document the later stages read
+    keys = {"id", "start", "end", "text", "speaker", "language", "avg_logprob", "no_speech_prob", "words"}
     assert all(set(s) == keys for s in transcript["segments"])
-    assert all(set(w) == {"word", "start", "end", "speaker", "probability"} for s in transcript["segments"]
-               for w in s["words"])
-    assert isinstance(dialogue_run["filtered"], list)
+    assert all(
+        set(w) == {"word", "start", "end", "speaker", "probability"} for s in transcript["segments"] for w in s["words"]
+    )
+    assert result.summary["filtered"] == len(dialogue_run["filtered"])
+    assert all({"start", "end", "text", "reason", "action"} <= set(r) for r in dialogue_run["filtered"])
     assert result.summary["device"] == "cpu" and result.summary["compute_type"] == "int8"
     fractions = [f for f, _ in dialogue_run["progress"]]
     assert any("windows" in m for _, m in dialogue_run["progress"]) and fractions == sorted(fractions)
@@ -239,6 +289,7 @@ def test_dialogue_transcript_shape_summary_and_progress(dialogue_run):
 
 
 # Names from the glossary reach the decoder ------------------------------------------------------
+
 
 def test_glossary_name_is_transcribed_only_with_the_prompt(name_job):
     job, upstream = name_job
@@ -277,18 +328,21 @@ def test_models_are_released_after_the_stage(name_job):
         stop.set()
         sampler.join()
     after = process.memory_info().rss
-    mib = 2 ** 20
-    print(f"\nRSS before {before / mib:.0f} MiB, peak {peak[0] / mib:.0f} MiB, after {after / mib:.0f} MiB "
-          f"(held after: {(after - before) / mib:+.0f} MiB of {(peak[0] - before) / mib:.0f} MiB)")
+    mib = 2**20
+    print(
+        f"\nRSS before {before / mib:.0f} MiB, peak {peak[0] / mib:.0f} MiB, after {after / mib:.0f} MiB "
+        f"(held after: {(after - before) / mib:+.0f} MiB of {(peak[0] - before) / mib:.0f} MiB)"
+    )
     assert peak[0] - before > 50 * mib  # the model was really loaded (tiny.en int8 holds about 110 MiB)
     assert after - before < 0.5 * (peak[0] - before)  # allocator noise is about 30 MiB either way
 
 
 # Errors that say what to do -----------------------------------------------------------------------
 
+
 def test_english_only_model_refuses_hindi(name_job):
     job, upstream = name_job
-    with pytest.raises(PermanentError, match="ASR__LANGUAGE=en") as err:
+    with pytest.raises(PermanentError, match="FILM__SOURCE_LANG=en") as err:
         run_asr(job, upstream, AsrSettings(model="packaged", language="hi"))
     assert "ASR__MODEL" in str(err.value) and "English-only" in str(err.value)
 
@@ -337,8 +391,10 @@ def test_aligner_not_in_cache_falls_back_without_network(tmp_path):
 
 # Word times with a wav2vec2 aligner (a tiny random one built here) -------------------------------
 
+
 def tiny_aligner(folder: Path) -> Path:
     """A randomly initialised wav2vec2 CTC model with a letter vocabulary, saved like a hub model."""
+    import torch
     from transformers import (
         Wav2Vec2Config,
         Wav2Vec2CTCTokenizer,
@@ -346,20 +402,28 @@ def tiny_aligner(folder: Path) -> Path:
         Wav2Vec2ForCTC,
         Wav2Vec2Processor,
     )
-    import torch
 
     folder.mkdir(parents=True)
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "'": 5}
     vocab |= {chr(c): 6 + i for i, c in enumerate(range(ord("a"), ord("z") + 1))}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|")
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                         return_attention_mask=False)
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    )
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     torch.manual_seed(0)
-    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=2, pad_token_id=0)
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+    )
     Wav2Vec2ForCTC(config).save_pretrained(folder)
     return folder
 
@@ -387,14 +451,24 @@ def test_aligned_word_times_are_monotonic_and_inside_segments(name_job, tmp_path
 
 # Plain functions ------------------------------------------------------------------------------------
 
-def seg(text: str, start: float = 1.0, end: float = 3.0, words: list[str] | None = None, logprob: float = -0.3,
-        no_speech: float = 0.1) -> Decoded:
+
+def seg(
+    text: str,
+    start: float = 1.0,
+    end: float = 3.0,
+    words: list[str] | None = None,
+    logprob: float = -0.3,
+    no_speech: float = 0.1,
+) -> Decoded:
     pieces = words if words is not None else [" " + w for w in text.split()]
     step = (end - start) / max(1, len(pieces))
-    ws = [{"word": w, "start": round(start + i * step, 3), "end": round(start + (i + 1) * step, 3), "probability": 0.9}
-          for i, w in enumerate(pieces)]
-    return Decoded(start=start, end=end, text=text, avg_logprob=logprob, no_speech_prob=no_speech,
-                   compression_ratio=1.0, words=ws)
+    ws = [
+        {"word": w, "start": round(start + i * step, 3), "end": round(start + (i + 1) * step, 3), "probability": 0.9}
+        for i, w in enumerate(pieces)
+    ]
+    return Decoded(
+        start=start, end=end, text=text, avg_logprob=logprob, no_speech_prob=no_speech, compression_ratio=1.0, words=ws
+    )
 
 
 SPEECH = [{"start": 0.9, "end": 3.2}, {"start": 10.0, "end": 12.0}]
@@ -436,8 +510,21 @@ def test_guard_compression_ratio():
 def test_guard_prompt_echo_cuts_a_recited_hotword_list():
     terms = ["Vikramaditya", "Jhanvi", "Shubhankar", "Ludhiana", "Bhardwaj", "Chandigarh"]
     # Seen with tiny.en and hotwords: the list glued to the last real word, then looped.
-    words = [" In", " sector", " Bhardwaj,", " found", " the", " money", " in", " ChandigarhVikramaditya,",
-             " Jhanvi,", " Shubhankar,", " Jhanvi,", " Shubhankar,", " J"]
+    words = [
+        " In",
+        " sector",
+        " Bhardwaj,",
+        " found",
+        " the",
+        " money",
+        " in",
+        " ChandigarhVikramaditya,",
+        " Jhanvi,",
+        " Shubhankar,",
+        " Jhanvi,",
+        " Shubhankar,",
+        " J",
+    ]
     echo = seg("".join(words).strip(), words=words)
     changed, rec = guard_prompt_echo(echo, terms, "Vikramaditya, Jhanvi, Shubhankar, Ludhiana, Bhardwaj, Chandigarh.")
     assert rec["reason"] == "prompt_echo" and rec["action"] == "changed"
@@ -475,20 +562,27 @@ def test_apply_guards_in_order_with_records():
 
 
 def test_monotonic_words_fills_orders_and_clamps():
-    words = [{"word": "a", "start": 0.5, "end": 1.2}, {"word": "b", "start": None, "end": None},
-             {"word": "c", "start": 1.1, "end": 1.6}, {"word": "d", "start": 2.4, "end": 3.9}]
+    words = [
+        {"word": "a", "start": 0.5, "end": 1.2},
+        {"word": "b", "start": None, "end": None},
+        {"word": "c", "start": 1.1, "end": 1.6},
+        {"word": "d", "start": 2.4, "end": 3.9},
+    ]
     fixed = monotonic_words(words, 1.0, 3.0)
     starts = [w["start"] for w in fixed]
     assert starts == sorted(starts)
-    for w, nxt in zip(fixed, fixed[1:]):
+    for w, nxt in zip(fixed, fixed[1:], strict=False):
         assert w["end"] <= nxt["start"] + 1e-9
     assert all(1.0 <= w["start"] <= w["end"] <= 3.0 for w in fixed)
     assert monotonic_words([{"word": "x", "start": None, "end": None}], 2.0, 4.0)[0]["end"] <= 4.0
 
 
 def test_speaker_of_takes_most_overlap_then_nearest():
-    turns = [{"start": 0.0, "end": 2.0, "speaker": "A"}, {"start": 2.0, "end": 5.0, "speaker": "B"},
-             {"start": 6.0, "end": 7.0, "speaker": "A"}]
+    turns = [
+        {"start": 0.0, "end": 2.0, "speaker": "A"},
+        {"start": 2.0, "end": 5.0, "speaker": "B"},
+        {"start": 6.0, "end": 7.0, "speaker": "A"},
+    ]
     assert speaker_of(1.5, 3.0, turns) == "B"
     assert speaker_of(0.5, 2.2, turns) == "A"
     assert speaker_of(5.8, 5.9, turns) == "A"
@@ -503,16 +597,24 @@ def test_split_at_speakers_makes_one_speaker_segments():
     assert first.end <= second.start and first.start == 1.0 and second.end == 3.0
     assert split_at_speakers(joined, []) == [joined]
     aligned = seg("a b", 1.0, 3.0, words=["a", "b"])
-    assert [p.text for p in split_at_speakers(aligned, [{"start": 0.0, "end": 2.0, "speaker": "A"},
-                                                         {"start": 2.0, "end": 4.0, "speaker": "B"}])] == ["a", "b"]
+    assert [
+        p.text
+        for p in split_at_speakers(
+            aligned, [{"start": 0.0, "end": 2.0, "speaker": "A"}, {"start": 2.0, "end": 4.0, "speaker": "B"}]
+        )
+    ] == ["a", "b"]
 
 
 def test_speech_chunks_merge_like_whisperx_and_split_long_regions():
-    segments = [{"start": 0.5, "end": 5.0}, {"start": 6.0, "end": 14.0}, {"start": 15.0, "end": 29.0},
-                {"start": 31.0, "end": 33.0}]
+    segments = [
+        {"start": 0.5, "end": 5.0},
+        {"start": 6.0, "end": 14.0},
+        {"start": 15.0, "end": 29.0},
+        {"start": 31.0, "end": 33.0},
+    ]
     assert speech_chunks(segments, chunk_s=20) == [{"start": 0.5, "end": 14.0}, {"start": 15.0, "end": 33.0}]
     audio = np.random.default_rng(0).standard_normal(16000 * 70).astype(np.float32) * 0.1
-    audio[16000 * 40: 16000 * 41] = 0.0  # a quiet second inside a long region
+    audio[16000 * 40 : 16000 * 41] = 0.0  # a quiet second inside a long region
     chunks = speech_chunks([{"start": 0.0, "end": 70.0}], Audio(samples=audio), chunk_s=30)
     assert all(c["end"] - c["start"] <= 30 for c in chunks)
     assert chunks[0]["start"] == 0.0 and chunks[-1]["end"] == 70.0

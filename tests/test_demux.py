@@ -50,8 +50,9 @@ def test_default_track_and_media_facts(tmp_path, two_track_film):
     assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
     assert abs(info.duration - 6.0) < 0.1
     assert media["fps"] == pytest.approx(25.0)
-    assert [(s["position"], s["language"], s["default"], s["codec"], s["channels"])
-            for s in media["audio_streams"]] == [(0, "eng", False, "aac", 1), (1, "hin", True, "aac", 1)]
+    assert [
+        (s["position"], s["language"], s["default"], s["codec"], s["channels"]) for s in media["audio_streams"]
+    ] == [(0, "eng", False, "aac", 1), (1, "hin", True, "aac", 1)]
     assert media["selected"]["position"] == 1 and media["clip"] is None
     assert media["selected"]["index"] == 2  # ffprobe index: video is stream 0
     assert abs(dominant_hz(wav) - 440) < 5
@@ -89,22 +90,32 @@ def test_clip_range(tmp_path, two_track_film):
 
 def test_default_selection_rules():
     def streams(*specs):
-        return [{"index": i + 1, "position": i, "codec": "aac", "channels": 2, "language": lang, "default": default}
-                for i, (lang, default) in enumerate(specs)]
+        return [
+            {"index": i + 1, "position": i, "codec": "aac", "channels": 2, "language": lang, "default": default}
+            for i, (lang, default) in enumerate(specs)
+        ]
 
     assert select_stream(streams(("eng", False), ("hin", True)), DemuxSettings())[0]["position"] == 1
     assert select_stream(streams(("eng", False), ("hin", False), ("hi", False)), DemuxSettings())[0]["position"] == 1
     assert select_stream(streams(("eng", False), ("tam", False)), DemuxSettings())[0]["position"] == 0
-    assert select_stream(streams(("eng", False), ("Hindi", False)), DemuxSettings(audio_language="hin"))[0]["position"] == 1
-    assert normalise_language("und") is None and normalise_language("hin") == "hi" and normalise_language("en-US") == "en"
+    assert (
+        select_stream(streams(("eng", False), ("Hindi", False)), DemuxSettings(audio_language="hin"))[0]["position"]
+        == 1
+    )
+    assert (
+        normalise_language("und") is None and normalise_language("hin") == "hi" and normalise_language("en-US") == "en"
+    )
 
 
-@pytest.mark.parametrize("settings, message", [
-    (DemuxSettings(audio_track=5), "DEMUX__AUDIO_TRACK=5"),
-    (DemuxSettings(audio_language="ta"), "DEMUX__AUDIO_LANGUAGE=ta"),
-    (DemuxSettings(clip_start=30.0), "past the end"),
-    (DemuxSettings(clip_start=3.0, clip_end=2.0), "must be after"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (DemuxSettings(audio_track=5), "DEMUX__AUDIO_TRACK=5"),
+        (DemuxSettings(audio_language="ta"), "DEMUX__AUDIO_LANGUAGE=ta"),
+        (DemuxSettings(clip_start=30.0), "past the end"),
+        (DemuxSettings(clip_start=3.0, clip_end=2.0), "must be after"),
+    ],
+)
 def test_bad_settings_are_clear_errors(tmp_path, two_track_film, settings, message):
     job = make_job(tmp_path, two_track_film)
     with pytest.raises(PermanentError, match=message):
@@ -114,8 +125,26 @@ def test_bad_settings_are_clear_errors(tmp_path, two_track_film, settings, messa
 def test_no_audio_and_unreadable_media(tmp_path):
     require("ffmpeg")
     silent = tmp_path / "silent.mp4"
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x36:rate=10:duration=1",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(silent)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x36:rate=10:duration=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(silent),
+        ],
+        check=True,
+    )
     with pytest.raises(PermanentError, match="no audio stream"):
         run_stage("demux", make_job(tmp_path / "a", silent), DemuxSettings())
     junk = tmp_path / "junk.mkv"
@@ -127,9 +156,26 @@ def test_no_audio_and_unreadable_media(tmp_path):
 def sine_film(path: Path, seconds: float) -> Path:
     """48 kHz stereo FLAC made by ffmpeg's lavfi sine source (fast even for half an hour)."""
     require("ffmpeg")
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i",
-                    f"sine=frequency=220:sample_rate=48000:duration={seconds}", "-ac", "2",
-                    "-c:a", "flac", "-compression_level", "0", str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=220:sample_rate=48000:duration={seconds}",
+            "-ac",
+            "2",
+            "-c:a",
+            "flac",
+            "-compression_level",
+            "0",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -147,8 +193,10 @@ def test_long_input_demuxes_with_bounded_memory(tmp_path):
     wav, media = demux_files(job)
     peak, base = result.summary["ffmpeg_peak_rss_mb"], short.summary["ffmpeg_peak_rss_mb"]
     decoded_mb = minutes * 60 * 48000 * 2 * 4 / 2**20
-    print(f"long input: {minutes} min made in {made:.1f} s, demuxed in {took:.1f} s; ffmpeg peak RSS {peak:.1f} MiB "
-          f"(10 s input: {base:.1f} MiB; whole decoded input would be {decoded_mb:.0f} MiB, "
-          f"output wav {wav.stat().st_size / 2**20:.0f} MiB)")
+    print(
+        f"long input: {minutes} min made in {made:.1f} s, demuxed in {took:.1f} s; ffmpeg peak RSS {peak:.1f} MiB "
+        f"(10 s input: {base:.1f} MiB; whole decoded input would be {decoded_mb:.0f} MiB, "
+        f"output wav {wav.stat().st_size / 2**20:.0f} MiB)"
+    )
     assert abs(media["duration_s"] - minutes * 60) < 1
     assert 0 < base and 0 < peak < 150 and peak - base < 32

@@ -22,16 +22,16 @@ from tests.conftest import stop
 PROJECT = Path(__file__).resolve().parents[1]
 OFFLINE_ENV = {
     "ASR__MODEL": DEMO_SETTINGS["asr"]["model"],
-    "ASR__LANGUAGE": DEMO_SETTINGS["asr"]["language"],
-    "FILM__SOURCE_LANG": "en",
+    "FILM__SOURCE_LANG": DEMO_SETTINGS["film"]["source_lang"],
     "DIARIZATION__BACKEND": "embedded",
 }
 
 
 @contextmanager
 def background(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         yield proc
     finally:
@@ -72,8 +72,9 @@ def runs_of(deployment: str) -> list:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     with get_client(sync_client=True) as client:
-        return client.read_flow_runs(deployment_filter=DeploymentFilter(
-            id=DeploymentFilterId(any_=[deployment_id(deployment)])))
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id(deployment)]))
+        )
 
 
 def final_state(run_id) -> object | None:
@@ -90,8 +91,9 @@ def short_film(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_film(tmp_path_factory.mktemp("films") / "Short Film (2026).mkv", [(audio, "eng")])
 
 
-def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path, tmp_path: Path,
-                                           out_root: Path) -> None:
+def test_watch_folder_runs_a_new_film_once(
+    prefect_server: str, short_film: Path, tmp_path: Path, out_root: Path
+) -> None:
     from prefect.deployments import run_deployment
 
     from flows.inbox import Ledger, ledger_path
@@ -103,8 +105,12 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
     # No schedule: the test triggers every scan itself, so no scheduled scan can race it.
     cmd = [sys.executable, "-m", "deployments.serve", "--inbox", str(inbox), "--interval", "0"]
     with background(cmd, env, log) as serve:
-        wait_for(lambda: deployment_id("watch-folder/inbox") and deployment_id("subtitle/default"), 180,
-                 "the served deployments", log)
+        wait_for(
+            lambda: deployment_id("watch-folder/inbox") and deployment_id("subtitle/default"),
+            180,
+            "the served deployments",
+            log,
+        )
         shutil.copy(short_film, inbox / short_film.name)
         for _ in range(2):  # the first scan only notes size and mtime; the second takes the film
             scan = run_deployment("watch-folder/inbox", timeout=180, as_subflow=False)
@@ -130,13 +136,17 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
 
         with get_client(sync_client=True) as client:
             shown = client.read_flow_run(run.id)
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
         assert entry.job_id in shown.name and f"job:{entry.job_id}" in shown.tags
         keys = {a.key for a in artifacts}
-        assert {f"{entry.job_id}-stages", f"{entry.job_id}-progress", f"{entry.job_id}-subtitle-gen-qc",
-                f"{entry.job_id}-asr-progress"} <= keys, keys
-
+        assert {
+            f"{entry.job_id}-stages",
+            f"{entry.job_id}-progress",
+            f"{entry.job_id}-subtitle-gen-qc",
+            f"{entry.job_id}-asr-progress",
+        } <= keys, keys
 
     # The watcher restarts, now moving finished films away; the same film comes again under
     # another name: no second run.
@@ -154,8 +164,9 @@ def test_watch_folder_runs_a_new_film_once(prefect_server: str, short_film: Path
     assert [e.path for e in ledger.films.values()] == [str(moved)]
 
 
-def test_process_work_pool_with_two_workers(prefect_server: str, short_film: Path, tmp_path: Path,
-                                             out_root: Path) -> None:
+def test_process_work_pool_with_two_workers(
+    prefect_server: str, short_film: Path, tmp_path: Path, out_root: Path
+) -> None:
     from prefect.deployments import run_deployment
 
     from deployments.work_pool import register
@@ -164,20 +175,47 @@ def test_process_work_pool_with_two_workers(prefect_server: str, short_film: Pat
     pool = "filmsubs-test"
     register(pool, inbox=None, interval_s=60)
     jobs = [prepare_job(short_film).job_id for _ in range(2)]
-    env = os.environ | OFFLINE_ENV | {"PREFECT_API_URL": prefect_server, "OUT_ROOT": str(out_root),
-                                      "PREFECT_WORKER_QUERY_SECONDS": "2", "PIPELINE__GPU_LIMIT": "gpu-{host}",
-                                      "PYTHONUNBUFFERED": "1"}
+    env = (
+        os.environ
+        | OFFLINE_ENV
+        | {
+            "PREFECT_API_URL": prefect_server,
+            "OUT_ROOT": str(out_root),
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PIPELINE__GPU_LIMIT": "gpu-{host}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     logs = [tmp_path / f"worker{i}.log" for i in (1, 2)]
-    with background([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1",
-                     "--name", "worker-1"], env, logs[0]), \
-         background([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1",
-                     "--name", "worker-2"], env, logs[1]):
-        runs = [run_deployment("subtitle/default", parameters={"job_id": job, "stages": ["demux"]}, timeout=0,
-                               as_subflow=False) for job in jobs]
+    with (
+        background(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1", "--name", "worker-1"],
+            env,
+            logs[0],
+        ),
+        background(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "1", "--name", "worker-2"],
+            env,
+            logs[1],
+        ),
+    ):
+        runs = [
+            run_deployment(
+                "subtitle/default", parameters={"job_id": job, "stages": ["demux"]}, timeout=0, as_subflow=False
+            )
+            for job in jobs
+        ]
         states = [wait_for(lambda r=r: final_state(r.id), 600, "a work-pool run", logs[0]) for r in runs]
     # Read once the workers have stopped. Both may try a run; the one that loses logs an aborted submission.
-    taken = {log.name: [str(r.id) for r in runs if f"submitting flow run '{r.id}'" in log.read_text()
-                        and f"Aborted submission of flow run '{r.id}'" not in log.read_text()] for log in logs}
+    taken = {
+        log.name: [
+            str(r.id)
+            for r in runs
+            if f"submitting flow run '{r.id}'" in log.read_text()
+            and f"Aborted submission of flow run '{r.id}'" not in log.read_text()
+        ]
+        for log in logs
+    }
     assert all(s.is_completed() for s in states), [(s.name, s.message) for s in states]
     for job in jobs:
         (job_dir,) = out_root.glob(f"*/*/*/*/{job}")

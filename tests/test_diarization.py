@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
+from pydantic import SecretStr
 
 from settings.stages import DemuxSettings, DiarizationSettings, SileroVadSettings
 from tasks.contract import PermanentError
@@ -79,20 +79,29 @@ def der_of(truth, turns, duration: float) -> tuple[float, dict]:
     return detail["diarization error rate"], detail
 
 
-@pytest.mark.parametrize("lines, gaps, voices", [(TWO_VOICES, TWO_GAPS, 2), (THREE_VOICES, THREE_GAPS, 3)],
-                         ids=["two_voices", "three_voices"])
+@pytest.mark.parametrize(
+    "lines, gaps, voices",
+    [(TWO_VOICES, TWO_GAPS, 2), (THREE_VOICES, THREE_GAPS, 3)],
+    ids=["two_voices", "three_voices"],
+)
 def test_embedded_der_and_speaker_count(tmp_path, lines, gaps, voices):
     job, truth, regions, result, took = pipeline_upto_diarization(
-        tmp_path, lines, gaps, DiarizationSettings(backend="embedded"))
+        tmp_path, lines, gaps, DiarizationSettings(backend="embedded")
+    )
     out = json.loads((job.dir / "05_diarization" / "speakers.json").read_text())
     duration = truth[-1].end + 0.5
     der, detail = der_of(truth, out["turns"], duration)
-    shared = [(a.end, b.start) for a, b in zip(truth, truth[1:], strict=False)
-              if any(r["start"] < a.end and b.start < r["end"] for r in regions)]
-    print(f"{voices} voices, {duration:.1f} s, turns {[round(t.end - t.start, 1) for t in truth]}: "
-          f"DER={der:.3f} (missed {detail['missed detection']:.2f} s, false alarm {detail['false alarm']:.2f} s, "
-          f"confusion {detail['confusion']:.2f} s of {detail['total']:.2f} s), speakers found={len(out['speakers'])}, "
-          f"turn changes inside one VAD region={len(shared)}, diarization {took:.1f} s")
+    shared = [
+        (a.end, b.start)
+        for a, b in zip(truth, truth[1:], strict=False)
+        if any(r["start"] < a.end and b.start < r["end"] for r in regions)
+    ]
+    print(
+        f"{voices} voices, {duration:.1f} s, turns {[round(t.end - t.start, 1) for t in truth]}: "
+        f"DER={der:.3f} (missed {detail['missed detection']:.2f} s, false alarm {detail['false alarm']:.2f} s, "
+        f"confusion {detail['confusion']:.2f} s of {detail['total']:.2f} s), speakers found={len(out['speakers'])}, "
+        f"turn changes inside one VAD region={len(shared)}, diarization {took:.1f} s"
+    )
     assert all(2.0 <= t.end - t.start <= 8.0 for t in truth), "test material: turns of 2 to 8 s"
     assert shared, "test material: some turn change must fall inside one speech region"
     assert len(out["speakers"]) == voices and result.summary["speakers"] == voices
@@ -108,8 +117,9 @@ def test_embedded_der_and_speaker_count(tmp_path, lines, gaps, voices):
 
 def test_speaker_bounds_and_names(tmp_path):
     """max_speakers caps the count; names come only from the user's mapping, for labels that exist."""
-    settings = DiarizationSettings(backend="embedded", max_speakers=2,
-                                   speaker_names={"SPEAKER_00": "Meera", "SPEAKER_07": "Nobody"})
+    settings = DiarizationSettings(
+        backend="embedded", max_speakers=2, speaker_names={"SPEAKER_00": "Meera", "SPEAKER_07": "Nobody"}
+    )
     job, truth, _, result, _ = pipeline_upto_diarization(tmp_path, THREE_VOICES, THREE_GAPS, settings)
     out = json.loads((job.dir / "05_diarization" / "speakers.json").read_text())
     print(f"max_speakers=2 on 3 voices: {out['speakers']}")
@@ -159,6 +169,7 @@ def test_cluster_count_follows_the_data_and_the_bounds():
 
 # Backend choice ------------------------------------------------------------------------
 
+
 def fake_cached_repo(cache: Path, repo: str, files: dict[str, str]) -> Path:
     """A repo laid out as huggingface_hub caches it (refs/main -> snapshots/<commit>/...)."""
     folder = cache / f"models--{repo.replace('/', '--')}"
@@ -191,11 +202,10 @@ V31_CONFIG = """pipeline:
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch) -> Path:
-    import huggingface_hub.constants as hf_constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    """An empty model cache root (CACHE_ROOT), so the hub cache is <root>/huggingface/hub."""
+    monkeypatch.setenv("CACHE_ROOT", str(tmp_path))
+    cache = tmp_path / "huggingface" / "hub"
+    cache.mkdir(parents=True)
     return cache
 
 
@@ -215,15 +225,21 @@ def test_pyannote_without_token_is_a_clear_error(hf_cache):
         choose_backend(DiarizationSettings(backend="pyannote"), token=None)
     message = str(err.value)
     print(message)
-    for part in ("HF_TOKEN", f"https://huggingface.co/{COMMUNITY_MODEL}", f"hf download {COMMUNITY_MODEL}",
-                 "huggingface-cli download", "DIARIZATION__BACKEND=embedded"):
+    for part in (
+        "HF_TOKEN",
+        f"https://huggingface.co/{COMMUNITY_MODEL}",
+        f"hf download {COMMUNITY_MODEL}",
+        "huggingface-cli download",
+        "DIARIZATION__BACKEND=embedded",
+    ):
         assert part in message
 
 
 def test_pyannote_model_missing_is_a_clear_error(hf_cache):
     with pytest.raises(PermanentError, match=r"not in the model cache.*hf download pyannote/speaker-diarization-3.1"):
-        choose_backend(DiarizationSettings(backend="pyannote", pyannote_model="pyannote/speaker-diarization-3.1"),
-                       token="hf_x")
+        choose_backend(
+            DiarizationSettings(backend="pyannote", pyannote_model="pyannote/speaker-diarization-3.1"), token="hf_x"
+        )
 
 
 def test_cached_community_model_resolves_to_local_folders(hf_cache):
@@ -280,16 +296,22 @@ def test_pyannote_backend_runs_a_local_pipeline_without_network(tmp_path, hf_cac
 
 
 def test_stage_auto_without_token_runs_embedded_and_logs_the_switch(tmp_path, hf_cache):
-    job, _, _, result, _ = pipeline_upto_diarization(tmp_path, TWO_VOICES[:4], TWO_GAPS[:4],
-                                                     DiarizationSettings(backend="auto"), secrets={"hf_token": None})
+    job, _, _, result, _ = pipeline_upto_diarization(
+        tmp_path, TWO_VOICES[:4], TWO_GAPS[:4], DiarizationSettings(backend="auto"), secrets={"hf_token": None}
+    )
     log = next(job.logs_dir.glob("05_diarization_*.log")).read_text()
     assert result.summary["backend"] == "embedded" and "switching to the embedded backend" in log
 
 
 def test_stage_pyannote_without_token_fails_permanently(tmp_path, hf_cache):
     with pytest.raises(PermanentError, match="HF_TOKEN"):
-        pipeline_upto_diarization(tmp_path, TWO_VOICES[:2], TWO_GAPS[:2], DiarizationSettings(backend="pyannote"),
-                                  secrets={"hf_token": SecretStr("")})
+        pipeline_upto_diarization(
+            tmp_path,
+            TWO_VOICES[:2],
+            TWO_GAPS[:2],
+            DiarizationSettings(backend="pyannote"),
+            secrets={"hf_token": SecretStr("")},
+        )
     manifest = json.loads((tmp_path / "20260101-0001" / "manifest.json").read_text())
     entry = manifest["stages"]["diarization"]
     assert entry["state"] == "failed" and "HF_TOKEN" in entry["message"]

@@ -12,6 +12,9 @@ from pathlib import Path
 import jiwer
 import pytest
 
+from flows.subtitle import PIPELINE
+from tasks.contract import STAGE_ORDER
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -30,8 +33,14 @@ def demo_job(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> d
     root = tmp_path_factory.mktemp("e2e")
     film = root / "films" / "Sample Film (2026).mkv"
     env = os.environ | {"OUT_ROOT": str(root / "out"), "PREFECT_API_URL": prefect_server}
-    done = subprocess.run([sys.executable, "-m", "flows.subtitle", "demo", "--out-film", str(film)], cwd=PROJECT,
-                          env=env, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.subtitle", "demo", "--out-film", str(film)],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     print(done.stdout)
     job_dir = Path(re.search(r"outputs in (\S+)", done.stdout).group(1)).parent
@@ -93,10 +102,22 @@ def test_the_muxed_film_carries_the_subtitles(demo_job: dict) -> None:
     """The demo film speaks English (the only language the offline model knows), so its source track
     would repeat the English one and is left out; a Hindi film gets both (tests/test_mux.py)."""
     mkv = next((demo_job["dir"] / "output").glob("*.subtitled.mkv"))
-    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(mkv)],
-                                     capture_output=True, text=True, check=True).stdout)
-    source = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json",
-                                        str(demo_job["film"])], capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(mkv)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    source = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(demo_job["film"])],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     subs = [s for s in info["streams"] if s["codec_type"] == "subtitle"]
     assert [s["tags"]["language"] for s in subs] == ["eng"] and subs[0]["disposition"]["default"] == 1
     copied = [(s["codec_type"], s["codec_name"]) for s in info["streams"] if s["codec_type"] != "subtitle"]
@@ -106,9 +127,29 @@ def test_the_muxed_film_carries_the_subtitles(demo_job: dict) -> None:
 def test_a_second_run_is_all_cached(demo_job: dict, prefect_server: str) -> None:
     job_id = demo_job["dir"].name
     env = os.environ | {"OUT_ROOT": str(demo_job["dir"].parents[4]), "PREFECT_API_URL": prefect_server}
-    done = subprocess.run([sys.executable, "-m", "flows.subtitle", job_id], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.subtitle", job_id],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((demo_job["dir"] / "manifest.json").read_text())
     states = {name: entry["state"] for name, entry in manifest["stages"].items()}
+    assert list(states) == list(STAGE_ORDER), states  # all eleven, none missing
     assert set(states.values()) <= {"cached", "skipped"}, states
+    assert manifest["device_mode"] == "CPU"
+
+
+def test_each_stage_read_only_what_the_flow_passed_it(demo_job: dict) -> None:
+    """In the real run, each stage opened files of no stage it was not given, and was given what it declares."""
+    manifest = json.loads((demo_job["dir"] / "manifest.json").read_text())
+    specs = {spec.name: spec for spec in PIPELINE}
+    for name, entry in manifest["stages"].items():
+        assert entry["inputs"] == list(specs[name].needs), name
+        assert set(entry["read_from"]) <= set(entry["inputs"]), (name, entry)
+    # The English demo passes its transcript through translation (no audio read); everything else reads it all.
+    unread = {name: set(e["inputs"]) - set(e["read_from"]) for name, e in manifest["stages"].items()}
+    assert {name: gap for name, gap in unread.items() if gap} == {"second_pass_translation": {"demux", "silero_vad"}}

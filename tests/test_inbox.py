@@ -54,8 +54,9 @@ def test_failed_films_run_again_only_when_changed(tmp_path: Path) -> None:
     assert needs_run(failed, film)
 
 
-def test_a_file_that_is_not_a_film_is_noted_and_left_in_place(prefect_server: str, tmp_path: Path,
-                                                               out_root: Path) -> None:
+def test_a_file_that_is_not_a_film_is_noted_and_left_in_place(
+    prefect_server: str, tmp_path: Path, out_root: Path
+) -> None:
     from flows.inbox import ledger_path
     from flows.watch import watch_folder
 

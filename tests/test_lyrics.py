@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -12,20 +11,23 @@ import pytest
 
 from settings.model import FilmSettings
 from settings.stages import LyricsSettings
-from tasks.contract import StageResult, file_record, stage_folder_name
 from tasks.lyrics_detection import lyric_segment_ids, song_regions, speech_curve, text_cues
 from tasks.music_features import hop_features
 from tests.media import RATE, dialogue, make_film, music, speak, write_wav
 from tests.support import fake_result, make_job, run_stage
 
-BEFORE = [("A", "We should leave before the monsoon arrives, the river rises every night."),
-          ("B", "The roads to the village are already flooded."),
-          ("A", "Then we take the morning train to Delhi."),
-          ("B", "Fine, I will meet you at the station at six.")]
-AFTER = [("B", "Did you hear that song? It was beautiful."),
-         ("A", "My grandmother used to sing it when I was a child."),
-         ("B", "Then sing it for me again tomorrow."),
-         ("A", "Only if you promise to dance, my friend.")]
+BEFORE = [
+    ("A", "We should leave before the monsoon arrives, the river rises every night."),
+    ("B", "The roads to the village are already flooded."),
+    ("A", "Then we take the morning train to Delhi."),
+    ("B", "Fine, I will meet you at the station at six."),
+]
+AFTER = [
+    ("B", "Did you hear that song? It was beautiful."),
+    ("A", "My grandmother used to sing it when I was a child."),
+    ("B", "Then sing it for me again tomorrow."),
+    ("A", "Only if you promise to dance, my friend."),
+]
 LYRIC = "my heart is singing for you tonight, my heart is singing for you"
 SONG_S = 30.0
 
@@ -36,61 +38,70 @@ def build_film(folder: Path, voiced: bool) -> tuple[Path, dict, tuple[float, flo
     second, second_turns = dialogue(AFTER, gaps=0.8)
     song = music(SONG_S)
     song_start = first.size / RATE
-    segments = [{"id": i, "start": t.start, "end": t.end, "text": t.text, "speaker": t.speaker,
-                 "avg_logprob": -0.3, "no_speech_prob": 0.02, "words": []} for i, t in enumerate(first_turns)]
+    segments = [
+        {
+            "id": i,
+            "start": t.start,
+            "end": t.end,
+            "text": t.text,
+            "speaker": t.speaker,
+            "avg_logprob": -0.3,
+            "no_speech_prob": 0.02,
+            "words": [],
+        }
+        for i, t in enumerate(first_turns)
+    ]
     if voiced:
         line = speak(LYRIC, "C")
         at = 0
         while at + line.size < song.size:
-            song[at: at + line.size] += 0.8 * line
-            segments.append({"id": len(segments), "start": round(song_start + at / RATE, 3),
-                             "end": round(song_start + (at + line.size) / RATE, 3), "text": LYRIC, "speaker": None,
-                             "avg_logprob": -0.9, "no_speech_prob": 0.35, "words": []})
+            song[at : at + line.size] += 0.8 * line
+            segments.append(
+                {
+                    "id": len(segments),
+                    "start": round(song_start + at / RATE, 3),
+                    "end": round(song_start + (at + line.size) / RATE, 3),
+                    "text": LYRIC,
+                    "speaker": None,
+                    "avg_logprob": -0.9,
+                    "no_speech_prob": 0.35,
+                    "words": [],
+                }
+            )
             at += line.size + RATE // 2
     after_start = song_start + song.size / RATE
-    segments += [{"id": len(segments) + i, "start": round(after_start + t.start, 3),
-                  "end": round(after_start + t.end, 3), "text": t.text, "speaker": t.speaker, "avg_logprob": -0.3,
-                  "no_speech_prob": 0.02, "words": []} for i, t in enumerate(second_turns)]
+    segments += [
+        {
+            "id": len(segments) + i,
+            "start": round(after_start + t.start, 3),
+            "end": round(after_start + t.end, 3),
+            "text": t.text,
+            "speaker": t.speaker,
+            "avg_logprob": -0.3,
+            "no_speech_prob": 0.02,
+            "words": [],
+        }
+        for i, t in enumerate(second_turns)
+    ]
     audio = np.clip(np.concatenate([first, song, second]), -1, 1).astype(np.float32)
     film = make_film(folder / f"{'voiced' if voiced else 'plain'} song.mkv", [(audio, "hin")])
-    transcript = {"language": "hi", "language_probability": 0.9, "model": "hand-written", "word_timestamps": "whisper",
-                  "segments": segments}
+    transcript = {
+        "language": "hi",
+        "language_probability": 0.9,
+        "model": "hand-written",
+        "word_timestamps": "whisper",
+        "segments": segments,
+    }
     return film, transcript, (round(song_start, 3), round(after_start, 3))
 
 
 def upstream_for(tmp_path: Path, film: Path, transcript: dict) -> tuple:
-    """The real demux and silero_vad stages when they exist, else the same files made here."""
+    """The real demux and silero_vad stages, and a hand-written transcript."""
     job = make_job(tmp_path / "out", film)
-    if importlib.util.find_spec("tasks.demux") and importlib.util.find_spec("tasks.silero_vad"):
-        demux = run_stage("demux", job)
-        vad = run_stage("silero_vad", job, upstream={"demux": demux})
-    else:  # pragma: no cover - only while the other stages are being written
-        demux, vad = _homemade_upstream(job, film)
+    demux = run_stage("demux", job)
+    vad = run_stage("silero_vad", job, upstream={"demux": demux})
     asr = fake_result(job, "asr", {"transcript.json": transcript})
     return job, {"demux": demux, "silero_vad": vad, "asr": asr}
-
-
-def _homemade_upstream(job, film: Path) -> tuple[StageResult, StageResult]:
-    """audio.wav and speech_probability.json as demux and silero_vad would write them."""
-    import subprocess
-
-    import soundfile as sf
-    import torch
-    from silero_vad import load_silero_vad
-
-    folder = job.dir / stage_folder_name("demux")
-    folder.mkdir(parents=True, exist_ok=True)
-    wav = folder / "audio.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(film), "-ac", "1", "-ar", str(RATE), str(wav)], check=True)
-    audio, _ = sf.read(wav, dtype="float32")
-    model = load_silero_vad(onnx=True)
-    frames = torch.from_numpy(np.pad(audio, (0, -audio.size % 512))).reshape(-1, 512)
-    probs = np.array([model(f, RATE).item() for f in frames])
-    per_hop = [float(probs[i: i + 16].mean()) for i in range(0, probs.size, 16)]  # 16 frames of 32 ms = 0.5 s
-    demux = fake_result(job, "demux", {"media.json": {"duration_s": audio.size / RATE, "fps": 25}})
-    demux.files.append(file_record(job.dir, wav))
-    vad = fake_result(job, "silero_vad", {"speech_probability.json": {"hop_s": 0.5, "values": per_hop}})
-    return demux, vad
 
 
 @pytest.mark.parametrize("voiced", [False, True], ids=["music-only", "voice-over-music"])
@@ -102,8 +113,10 @@ def test_song_between_dialogue_is_found_and_no_dialogue_is_flagged(tmp_path: Pat
     seconds = time.perf_counter() - started
     songs = json.loads((job.dir / result.file("songs.json").name).read_text())
     regions = songs["regions"]
-    print(f"{'voiced' if voiced else 'plain'}: truth {true_start:.2f}-{true_end:.2f}, found {regions}, "
-          f"stage {seconds:.1f} s, summary {result.summary}")
+    print(
+        f"{'voiced' if voiced else 'plain'}: truth {true_start:.2f}-{true_end:.2f}, found {regions}, "
+        f"stage {seconds:.1f} s, summary {result.summary}"
+    )
     assert len(regions) == 1
     start_error, end_error = abs(regions[0]["start"] - true_start), abs(regions[0]["end"] - true_end)
     print(f"edge errors: start {start_error:.2f} s, end {end_error:.2f} s")
@@ -112,7 +125,6 @@ def test_song_between_dialogue_is_found_and_no_dialogue_is_flagged(tmp_path: Pat
     song_ids = {s["id"] for s in transcript["segments"] if s["speaker"] is None}
     assert not dialogue_ids & set(songs["lyric_segment_ids"])  # no dialogue flagged
     assert set(songs["lyric_segment_ids"]) == song_ids
-    assert songs["subtitle_songs"] is True
     curve = np.array(json.loads((job.dir / result.file("music_score.json").name).read_text())["values"])
     times = (np.arange(curve.size) + 0.5) * 0.5
     outside = curve[(times < true_start - 3) | (times > true_end + 3)]
@@ -142,8 +154,11 @@ def test_regions_are_merged_and_short_ones_dropped() -> None:
     score[120:150] = 0.9  # 15 s: too short
     regions = song_regions(score, 0.5, merge_gap_s=4.0, min_duration_s=20.0, duration_s=100.0)
     assert [(r["start"], r["end"]) for r in regions] == [(10.0, 45.0)]
-    segments = [{"id": 1, "start": 9.0, "end": 12.0}, {"id": 2, "start": 44.0, "end": 48.0},
-                {"id": 3, "start": 30.0, "end": 33.0}]
+    segments = [
+        {"id": 1, "start": 9.0, "end": 12.0},
+        {"id": 2, "start": 44.0, "end": 48.0},
+        {"id": 3, "start": 30.0, "end": 33.0},
+    ]
     assert lyric_segment_ids(segments, regions) == [1, 3]
 
 

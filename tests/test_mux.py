@@ -28,9 +28,14 @@ def film(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def subtitles(tmp_path: Path, film: Path, formats: list[str] | None = None) -> tuple:
     job = make_job(tmp_path / "out", film)
     up = upstream(job, fps=25.0)
-    result = run_stage("subtitle_gen", job, SubtitleSettings(formats=formats or ["srt", "vtt", "ass"]), upstream=up,
-                       film=FilmSettings())
-    return job, {"demux": up["demux"], "subtitle_gen": result}
+    result = run_stage(
+        "subtitle_gen",
+        job,
+        SubtitleSettings(formats=formats or ["srt", "vtt", "ass"]),
+        upstream=up,
+        film=FilmSettings(),
+    )
+    return job, {"subtitle_gen": result}
 
 
 def sub_streams(path: Path) -> list[dict]:
@@ -54,7 +59,9 @@ def test_mkv_copies_streams_adds_tagged_tracks_and_keeps_the_input(tmp_path: Pat
     assert [s["codec_name"] for s in info["streams"][:3]] == ["h264", "aac", "aac"]  # copied, not re-encoded
     subs = sub_streams(out)
     assert [(s["codec_name"], s["tags"]["language"], s["disposition"]["default"]) for s in subs] == [
-        ("subrip", "eng", 1), ("subrip", "hin", 0)]
+        ("subrip", "eng", 1),
+        ("subrip", "hin", 0),
+    ]
     assert [s["tags"].get("title") for s in subs] == ["English", "Hindi"]
     assert sha256_file(film) == before  # the input film is never touched
     assert not [p.name for p in job.output_dir.iterdir() if ".tmp" in p.name]  # nothing half-written left
@@ -76,10 +83,14 @@ def test_mp4_uses_mov_text(tmp_path: Path, film: Path) -> None:
     job, up = subtitles(tmp_path, film, formats=["ass", "vtt"])  # no SRT: ASS is converted
     run_stage("mux", job, MuxSettings(container="mp4"), upstream=up, film=FilmSettings())
     subs = sub_streams(job.output_dir / "Dil Se Test.subtitled.mp4")
-    print("mp4 subtitle tracks:", [(s["codec_name"], s["tags"].get("language"), s["disposition"]["default"])
-                                   for s in subs])
+    print(
+        "mp4 subtitle tracks:",
+        [(s["codec_name"], s["tags"].get("language"), s["disposition"]["default"]) for s in subs],
+    )
     assert [(s["codec_name"], s["tags"]["language"], s["disposition"]["default"]) for s in subs] == [
-        ("mov_text", "eng", 1), ("mov_text", "hin", 0)]
+        ("mov_text", "eng", 1),
+        ("mov_text", "hin", 0),
+    ]
     assert [s["tags"].get("handler_name") for s in subs] == ["English", "Hindi"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from flows.prepare import prepare_job
 from flows.sample_film import dialogue, make_film
-from tasks import manifest
+from tasks.kernel import read_manifest
 from tests.tmdb_server import DDLJ, serve_tmdb
 
 LINES = [
@@ -27,17 +27,23 @@ def english_names(job) -> list[str]:
     return [name for name in NAMES if name in english]
 
 
-def test_tmdb_names_reach_the_prompt_and_the_subtitles(prefect_server: str, tmp_path: Path, out_root: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tmdb_names_reach_the_prompt_and_the_subtitles(
+    prefect_server: str, tmp_path: Path, out_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.subtitle import subtitle
 
     audio, _ = dialogue(LINES)
     film = make_film(tmp_path / "Dilwale Dulhania Le Jayenge (1995).mkv", [(audio, "eng")])
     with serve_tmdb(films=[DDLJ]) as tmdb:
-        for key, value in {"TMDB__BASE_URL": tmdb.base_url, "TMDB_API_KEY": tmdb.api_key,
-                           "TMDB__CACHE_DIR": str(tmp_path / "tmdb-cache"), "ASR__MODEL": "packaged",
-                           "ASR__LANGUAGE": "en", "FILM__SOURCE_LANG": "en", "DIARIZATION__BACKEND": "embedded",
-                           "TMDB__BACKOFF_S": "0"}.items():
+        for key, value in {
+            "TMDB__BASE_URL": tmdb.base_url,
+            "TMDB_API_KEY": tmdb.api_key,
+            "TMDB__CACHE_DIR": str(tmp_path / "tmdb-cache"),
+            "ASR__MODEL": "packaged",
+            "FILM__SOURCE_LANG": "en",
+            "DIARIZATION__BACKEND": "embedded",
+            "TMDB__BACKOFF_S": "0",
+        }.items():
             monkeypatch.setenv(key, value)
         without = prepare_job(film, {"tmdb": {"enabled": False}})
         subtitle(job_id=without.job_id)
@@ -45,7 +51,7 @@ def test_tmdb_names_reach_the_prompt_and_the_subtitles(prefect_server: str, tmp_
         subtitle(job_id=job.job_id)
         assert tmdb.count() > 0
 
-    stages = manifest.read_manifest(job).stages
+    stages = read_manifest(job).stages
     assert stages["tmdb"].state == "done", stages["tmdb"].message
     glossary = json.loads(next(job.dir.glob("*_pre_ner/glossary.json")).read_text())
     prompt = " ".join(glossary["prompt_terms"])

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.pipeline import JobBusy, job_lock
 from flows.prepare import prepare_job
 from settings.jobs import Job
-from tasks import manifest
+from tasks.kernel import JobBusy, job_lock, read_manifest
 from tests.media import make_film, noise
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -39,7 +38,7 @@ def task_states(job: Job) -> dict[str, str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    run_id = manifest.read_manifest(job).flow_run_id
+    run_id = read_manifest(job).flow_run_id
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
@@ -56,8 +55,8 @@ def test_resume_after_failure_skips_finished_stages(job: Job, monkeypatch: pytes
     with pytest.raises(Exception, match="stage asr failed"):
         run(job)
     assert sorted(calls(job)) == ["demux", "silero_vad", "tmdb"]
-    assert manifest.read_manifest(job).stages["asr"].state == "failed"
-    assert manifest.read_manifest(job).stages["subtitle_gen"].state == "pending"
+    assert read_manifest(job).stages["asr"].state == "failed"
+    assert read_manifest(job).stages["subtitle_gen"].state == "pending"
 
     monkeypatch.delenv("PIPELINE__FAIL_AT")
     results = run(job)
@@ -67,7 +66,7 @@ def test_resume_after_failure_skips_finished_stages(job: Job, monkeypatch: pytes
     assert states["asr"] == "Completed"
     assert (job.output_dir / "film.en.srt").is_file()
     assert results["tmdb"].skipped == "no TMDB_API_KEY"
-    entries = manifest.read_manifest(job).stages
+    entries = read_manifest(job).stages
     assert entries["demux"].state == "cached" and entries["asr"].state == "done"
     assert entries["tmdb"].state == "skipped" and entries["tmdb"].message == "no TMDB_API_KEY"
 
@@ -129,11 +128,17 @@ def test_gpu_limit_and_artifacts_exist(job: Job) -> None:
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name("gpu")
         assert limit.limit >= 1
-        run_id = manifest.read_manifest(job).flow_run_id
-        tables = [a for a in client.read_artifacts(artifact_filter=_key_filter(f"{key}-stages"))
-                  if str(a.flow_run_id) == run_id]
-        progress = [a for a in client.read_artifacts(artifact_filter=_key_filter(f"{key}-progress"))
-                    if str(a.flow_run_id) == run_id]
+        run_id = read_manifest(job).flow_run_id
+        tables = [
+            a
+            for a in client.read_artifacts(artifact_filter=_key_filter(f"{key}-stages"))
+            if str(a.flow_run_id) == run_id
+        ]
+        progress = [
+            a
+            for a in client.read_artifacts(artifact_filter=_key_filter(f"{key}-progress"))
+            if str(a.flow_run_id) == run_id
+        ]
     assert tables and "| demux | done" in tables[0].data
     assert progress and float(progress[0].data) == pytest.approx(100.0)
 
@@ -157,8 +162,13 @@ def test_kill_9_mid_stage_resumes_there(job: Job, tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (stage_dir / "speech.txt").exists(), "a half-written file must never look finished"
-    status = subprocess.run([sys.executable, "-m", "flows.subtitle", "status", job.job_id], env=env,
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "flows.subtitle", "status", job.job_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "silero_vad" in status.stdout and "interrupted" in status.stdout, status.stdout + status.stderr
     assert sorted(calls(job)) == ["demux", "silero_vad", "tmdb"]
     env["FILMSUBS_TEST_SLOW"] = "0"
@@ -168,8 +178,9 @@ def test_kill_9_mid_stage_resumes_there(job: Job, tmp_path: Path) -> None:
     assert len((stage_dir / "speech.txt").read_text().splitlines()) == 20
 
 
-def test_a_missing_model_stops_the_run_before_any_stage(tmp_path: Path, out_root: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_model_stops_the_run_before_any_stage(
+    tmp_path: Path, out_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real flow with ASR__MODEL naming a model that is not cached: refused before demux runs."""
     from flows.subtitle import subtitle
 
@@ -178,13 +189,14 @@ def test_a_missing_model_stops_the_run_before_any_stage(tmp_path: Path, out_root
     job = prepare_job(film, {"asr": {"model": "small"}, "cache_root": str(tmp_path / "empty-cache")})
     with pytest.raises(Exception, match="stage asr cannot run: .*hf download Systran/faster-whisper-small"):
         subtitle(job_id=job.job_id)
-    stages = manifest.read_manifest(job).stages
+    stages = read_manifest(job).stages
     assert stages["asr"].state == "failed" and stages["asr"].message.startswith("not started")
     assert stages["demux"].state == "pending" and not (job.dir / "01_demux").exists()
 
 
-def test_pyannote_without_a_token_stops_the_run_before_any_stage(tmp_path: Path, out_root: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyannote_without_a_token_stops_the_run_before_any_stage(
+    tmp_path: Path, out_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.subtitle import subtitle
 
     film = make_film(tmp_path / "film.mkv", [(noise(1.0), "hin")])
@@ -193,4 +205,51 @@ def test_pyannote_without_a_token_stops_the_run_before_any_stage(tmp_path: Path,
     job = prepare_job(film, {"diarization": {"backend": "pyannote"}, "asr": {"model": "packaged"}})
     with pytest.raises(Exception, match="stage diarization cannot run: .*HF_TOKEN"):
         subtitle(job_id=job.job_id)
-    assert manifest.read_manifest(job).stages["demux"].state == "pending"
+    assert read_manifest(job).stages["demux"].state == "pending"
+
+
+def test_device_is_picked_on_the_machine_that_runs_the_job(
+    tmp_path: Path, out_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prepared where the profile says CPU, run where it says CUDA (a GPU worker): the stages get cuda."""
+    from hardware.profile import cached_profile
+    from tests.test_hardware import CPU_BOX, CUDA_BOX
+
+    cache = out_root / "hardware_cache.json"
+    cached_profile(cache, CPU_BOX)
+    monkeypatch.setenv("FILMSUBS_TEST_CALLS", str(tmp_path / "calls.txt"))
+    job = prepare_job(make_film(tmp_path / "film.mkv", [(noise(2.0), "hin")]))
+    assert 'DEVICE="auto"' in job.env_file.read_text()
+    cache.unlink()
+    cached_profile(cache, CUDA_BOX)  # the worker's machine
+    run(job)
+    manifest = read_manifest(job)
+    assert manifest.device_mode == "CUDA"
+    assert manifest.stages["asr"].device == "cuda" and manifest.stages["demux"].device == "cpu"
+    log = next(job.logs_dir.glob("00_orchestrator_*.log")).read_text()
+    assert "Device mode: CUDA (NVIDIA H200" in log
+
+
+def test_a_pinned_device_is_kept(tmp_path: Path, out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FILMSUBS_TEST_CALLS", str(tmp_path / "calls.txt"))
+    job = prepare_job(make_film(tmp_path / "film.mkv", [(noise(2.0), "hin")]), {"device": "cpu"})
+    assert 'DEVICE="cpu"' in job.env_file.read_text()
+    run(job)
+    assert read_manifest(job).stages["asr"].device == "cpu"
+
+
+def test_the_flow_refuses_wrong_wiring(job: Job) -> None:
+    """`submit` checks that the flow passes a stage exactly the results its body declares."""
+    from prefect import flow
+
+    from settings.model import load_settings
+    from tasks.kernel import open_run
+    from tests.pipeline_stages import TEST_SPECS, asr
+
+    @flow(name="miswired")
+    def miswired() -> None:
+        with open_run(job, load_settings(job.env_file), TEST_SPECS) as pipeline:
+            pipeline.submit(asr, silero_vad=None)  # forgets tmdb
+
+    with pytest.raises(TypeError, match=r"stage asr reads \['silero_vad', 'tmdb'\], the flow passed \['silero_vad'\]"):
+        miswired()

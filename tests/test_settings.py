@@ -42,9 +42,13 @@ def test_device_keeps_its_name(config_dir: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_job_file_round_trips(config_dir: Path, tmp_path: Path) -> None:
-    settings = load_settings(overrides={"film": {"title": 'Kal "Ho" Naa Ho', "year": 2003},
-                                        "diarization": {"speaker_names": {"SPEAKER_00": "Aman"}},
-                                        "asr": {"initial_prompt": "a\\b 'c'"}})
+    settings = load_settings(
+        overrides={
+            "film": {"title": 'Kal "Ho" Naa Ho', "year": 2003},
+            "diarization": {"speaker_names": {"SPEAKER_00": "Aman"}},
+            "asr": {"initial_prompt": "a\\b 'c'"},
+        }
+    )
     path = tmp_path / ".job.env"
     path.write_text(job_env_text(settings))
     assert load_settings(path) == settings
@@ -64,8 +68,9 @@ def test_unknown_key_in_config_file_is_an_error(config_dir: Path) -> None:
         load_settings()
 
 
-def test_secrets_stay_out_of_job_files_logs_and_keys(config_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_stay_out_of_job_files_logs_and_keys(
+    config_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (config_dir / "secrets.json").write_text(json.dumps({"HF_TOKEN": "hf_secret_from_file"}))
     monkeypatch.setenv("TMDB_API_KEY", "tmdb-secret-from-env")
     settings = load_settings()
@@ -98,3 +103,41 @@ def test_retry_settings_do_not_change_the_cache_key() -> None:
     a, b = Settings().asr, Settings().asr.model_copy(update={"retries": 7})
     assert settings_digest(a) == settings_digest(b)
     assert settings_digest(a) != settings_digest(a.model_copy(update={"beam_size": 1}))
+
+
+def test_source_lang_sets_the_language_asr_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().stage("asr").language == "hi"  # the film's default language
+    assert Settings(film={"source_lang": "en"}).stage("asr").language == "en"
+    assert Settings(film={"source_lang": "en"}, asr={"language": "auto"}).stage("asr").language == "auto"
+    monkeypatch.setenv("FILM__SOURCE_LANG", "EN")
+    assert Settings().stage("asr").language == "en"
+
+
+def test_the_translate_pass_decodes_as_asr_says() -> None:
+    settings = Settings(asr={"no_speech_threshold": 0.8, "chunk_s": 15.0, "beam_size": 2})
+    decoding = settings.stage("second_pass_translation").decoding
+    assert (decoding.no_speech_threshold, decoding.chunk_s, decoding.beam_size) == (0.8, 15.0, 2)
+    before = settings_digest(Settings().stage("second_pass_translation"))
+    assert settings_digest(settings.stage("second_pass_translation")) != before  # and its cache key follows
+
+
+def test_songs_in_subtitles_is_a_subtitle_setting() -> None:
+    """Flipping it re-runs subtitle_gen only: the music analysis (lyrics_detection) keeps its key."""
+    on, off = Settings(), Settings(subtitle_gen={"subtitle_songs": False})
+    assert settings_digest(on.stage("lyrics_detection")) == settings_digest(off.stage("lyrics_detection"))
+    assert settings_digest(on.stage("subtitle_gen")) != settings_digest(off.stage("subtitle_gen"))
+
+
+def test_one_answer_for_the_hugging_face_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's own HF_HOME wins everywhere; otherwise <CACHE_ROOT>/huggingface, for asr and diarization alike."""
+    from settings.caches import hub_cache
+    from tasks.diarization import fetch_hint
+    from tasks.whisper_models import fetch_command
+
+    assert hub_cache(tmp_path) == tmp_path / "huggingface" / "hub"
+    assert f"HF_HOME={tmp_path / 'huggingface'} " in fetch_command("x/y", tmp_path)
+    assert f"HF_HOME={tmp_path / 'huggingface'}." in fetch_hint(["x/y"], tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "mine"))
+    assert hub_cache(tmp_path) == tmp_path / "mine" / "hub"
+    assert f"HF_HOME={tmp_path / 'mine'} " in fetch_command("x/y", tmp_path)
+    assert f"HF_HOME={tmp_path / 'mine'}." in fetch_hint(["x/y"], tmp_path)

@@ -12,10 +12,10 @@ from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.detection import DetectionPrecision, DetectionRecall
 
 from settings.stages import SileroVadSettings
-from tasks.contract import StageResult, file_record
+from tasks.contract import StageResult
 from tasks.silero_vad import load_model, speech_segments
 from tests.media import RATE, music, noise, speak, write_wav
-from tests.support import make_job, run_stage
+from tests.support import fake_media, make_job, run_stage
 
 # (kind, content): "speech" lines are (speaker, text); beds are mixed under the speech that follows.
 SCENE = [
@@ -31,7 +31,8 @@ SCENE = [
     ("speech", ("A", "Pack only what you can carry, and tell nobody where we are going.")),
     ("noise", 2.0),
     ("speech", ("B", "Fine. I will meet you at the station at six, by the old clock tower.")),
-    ("silence", 1.0)]
+    ("silence", 1.0),
+]
 
 
 def build_scene() -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -67,11 +68,7 @@ def scene(tmp_path_factory):
 
 def fake_demux(job, wav) -> StageResult:
     """A demux result for a WAV placed where demux would write it."""
-    folder = job.dir / "01_demux"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "audio.wav"
-    target.write_bytes(wav.read_bytes())
-    return StageResult(stage="demux", version="1", job_id=job.job_id, files=[file_record(job.dir, target)])
+    return fake_media(job, wav)
 
 
 def as_annotation(regions) -> Annotation:
@@ -96,16 +93,18 @@ def test_vad_recall_and_precision(tmp_path, scene):
     uem = Timeline([Segment(0, duration)])
     recall = DetectionRecall()(reference, hypothesis, uem=uem)
     precision = DetectionPrecision()(reference, hypothesis, uem=uem)
-    print(f"VAD recall={recall:.3f} precision={precision:.3f} speech_ratio={found['speech_ratio']:.3f} "
-          f"(true {sum(e - s for s, e in truth) / duration:.3f}) segments={len(found['segments'])} "
-          f"on {duration:.1f} s in {took:.1f} s")
+    print(
+        f"VAD recall={recall:.3f} precision={precision:.3f} speech_ratio={found['speech_ratio']:.3f} "
+        f"(true {sum(e - s for s, e in truth) / duration:.3f}) segments={len(found['segments'])} "
+        f"on {duration:.1f} s in {took:.1f} s"
+    )
     assert recall >= 0.95 and precision >= 0.90
     assert result.summary["speech_ratio"] == found["speech_ratio"]
     assert abs(found["duration_s"] - duration) < 0.01
     assert curve["hop_s"] == 0.5 and len(curve["values"]) == int(np.ceil(duration / 0.5))
     # The curve follows the truth: high inside speech, low in the music-only and silent stretches.
     values = np.array(curve["values"])
-    inside = [values[int(s / 0.5) + 1: int(e / 0.5) - 1].mean() for s, e in truth]
+    inside = [values[int(s / 0.5) + 1 : int(e / 0.5) - 1].mean() for s, e in truth]
     assert min(inside) > 0.5 and values[:2].max() < 0.2
 
 
@@ -120,9 +119,14 @@ def test_windows_carry_state_across_edges(tmp_path, scene):
     run_stage("silero_vad", job, settings, upstream={"demux": fake_demux(job, wav)})
     windowed = json.loads((job.dir / "04_silero_vad" / "speech_segments.json").read_text())["segments"]
     audio, _ = sf.read(wav, dtype="float32")
-    whole = get_speech_timestamps(torch.from_numpy(audio), load_model(), threshold=settings.threshold,
-                                  min_speech_duration_ms=settings.min_speech_ms,
-                                  min_silence_duration_ms=settings.min_silence_ms, speech_pad_ms=settings.speech_pad_ms)
+    whole = get_speech_timestamps(
+        torch.from_numpy(audio),
+        load_model(),
+        threshold=settings.threshold,
+        min_speech_duration_ms=settings.min_speech_ms,
+        min_silence_duration_ms=settings.min_silence_ms,
+        speech_pad_ms=settings.speech_pad_ms,
+    )
     expected = [{"start": round(s["start"] / RATE, 3), "end": round(s["end"] / RATE, 3)} for s in whole]
     print(f"windowed {len(windowed)} segments, whole-file {len(expected)} segments")
     assert windowed == expected
@@ -132,8 +136,8 @@ def test_settings_shape_the_segments():
     """A longer minimum silence merges segments; a higher minimum speech drops short ones."""
     rate, frames = 16000, 200
     probs = np.zeros(frames, np.float32)
-    probs[10:40] = 0.9   # ~1 s of speech
-    probs[50:80] = 0.9   # after ~0.3 s of silence
+    probs[10:40] = 0.9  # ~1 s of speech
+    probs[50:80] = 0.9  # after ~0.3 s of silence
     probs[120:125] = 0.9  # a 0.16 s blip
     samples = frames * 512
     base = speech_segments(probs, samples, rate, SileroVadSettings(min_silence_ms=100, min_speech_ms=100))

@@ -13,6 +13,7 @@ from settings.jobs import Job
 from settings.model import FilmSettings
 from settings.stages import SubtitleSettings
 from tasks.contract import stage_folder_name
+from tasks.documents import SubtitleSet
 from tests.support import fake_result, make_job, run_stage
 
 SONG = (40.0, 70.0)
@@ -21,36 +22,82 @@ SONG = (40.0, 70.0)
 def words(text: str, start: float, end: float) -> list[dict[str, Any]]:
     tokens = text.split()
     step = (end - start) / len(tokens)
-    return [{"word": w, "start": round(start + i * step, 3), "end": round(start + (i + 0.8) * step, 3),
-             "speaker": None, "probability": 0.9} for i, w in enumerate(tokens)]
+    return [
+        {
+            "word": w,
+            "start": round(start + i * step, 3),
+            "end": round(start + (i + 0.8) * step, 3),
+            "speaker": None,
+            "probability": 0.9,
+        }
+        for i, w in enumerate(tokens)
+    ]
 
 
 SCRIPT = [  # id, start, end, speaker, Hindi, English
     (0, 1.0, 4.2, "SPEAKER_00", "राज, तुम कल बाज़ार क्यों नहीं आए?", "Raj, why didn't you come to the market yesterday?"),
     (1, 4.6, 5.1, "SPEAKER_01", "क्यों?", "Why?"),
     (2, 5.3, 5.8, "SPEAKER_00", "बस ऐसे ही।", "Just because."),
-    (3, 8.0, 15.5, "SPEAKER_01", "मैं पूरे दिन अपनी माँ के साथ अस्पताल में था क्योंकि उनकी तबीयत बहुत ख़राब थी और डॉक्टर देर से आए।",
-     "I was at the hospital with my mother all day because she was very ill and the doctor came late."),
+    (
+        3,
+        8.0,
+        15.5,
+        "SPEAKER_01",
+        "मैं पूरे दिन अपनी माँ के साथ अस्पताल में था क्योंकि उनकी तबीयत बहुत ख़राब थी और डॉक्टर देर से आए।",
+        "I was at the hospital with my mother all day because she was very ill and the doctor came late.",
+    ),
     (4, 45.0, 50.0, "SPEAKER_00", "दिल मेरा गाए तेरे लिए", "My heart sings for you tonight"),
     (5, 52.0, 57.0, "SPEAKER_00", "दिल मेरा गाए तेरे लिए", "My heart sings for you tonight"),
     (6, 75.0, 77.5, "SPEAKER_01", "चलो, अब घर चलते हैं।", "Come on, let's go home now."),
 ]
 
 
-def upstream(job: Job, *, fps: float | None = 24.0, clip: dict | None = None, subtitle_songs: bool = True) -> dict:
-    transcript = {"language": "hi", "language_probability": 0.98, "model": "test", "word_timestamps": "whisper",
-                  "segments": [{"id": i, "start": s, "end": e, "text": hi, "speaker": sp, "avg_logprob": -0.3,
-                                "no_speech_prob": 0.05, "words": words(hi, s, e)} for i, s, e, sp, hi, _ in SCRIPT]}
-    english = {"backend": "test", "source_language": "hi", "target_language": "en", "passthrough": False,
-               "segments": [{"id": i, "start": s, "end": e, "text": en, "speaker": sp, "words": [], "source_ids": [i]}
-                            for i, s, e, sp, _, en in SCRIPT]}
-    songs = {"regions": [{"start": SONG[0], "end": SONG[1], "score": 0.9}], "lyric_segment_ids": [4, 5],
-             "subtitle_songs": subtitle_songs}
-    media = {"duration_s": 80.0, "fps": fps, "audio_streams": [], "selected": {}, "clip": clip, "source": "x"}
-    return {"demux": fake_result(job, "demux", {"media.json": media, "audio.wav": "not read"}),
-            "asr": fake_result(job, "asr", {"transcript.json": transcript}),
-            "post_ner": fake_result(job, "post_ner", {"english.json": english}),
-            "lyrics_detection": fake_result(job, "lyrics_detection", {"songs.json": songs})}
+def upstream(job: Job, *, fps: float | None = 24.0, clip: dict | None = None) -> dict:
+    transcript = {
+        "language": "hi",
+        "language_probability": 0.98,
+        "model": "test",
+        "word_timestamps": "whisper",
+        "segments": [
+            {
+                "id": i,
+                "start": s,
+                "end": e,
+                "text": hi,
+                "speaker": sp,
+                "avg_logprob": -0.3,
+                "no_speech_prob": 0.05,
+                "words": words(hi, s, e),
+            }
+            for i, s, e, sp, hi, _ in SCRIPT
+        ],
+    }
+    english = {
+        "backend": "test",
+        "source_language": "hi",
+        "target_language": "en",
+        "passthrough": False,
+        "segments": [
+            {"id": i, "start": s, "end": e, "text": en, "speaker": sp, "words": [], "source_ids": [i]}
+            for i, s, e, sp, _, en in SCRIPT
+        ],
+    }
+    songs = {"regions": [{"start": SONG[0], "end": SONG[1], "score": 0.9}], "lyric_segment_ids": [4, 5]}
+    media = {
+        "audio": "01_demux/audio.wav",
+        "duration_s": 80.0,
+        "fps": fps,
+        "audio_streams": [],
+        "selected": {"index": 0, "position": 0},
+        "clip": clip,
+        "source": "x",
+    }
+    return {
+        "demux": fake_result(job, "demux", {"media.json": media, "audio.wav": "not read"}),
+        "asr": fake_result(job, "asr", {"transcript.json": transcript}),
+        "post_ner": fake_result(job, "post_ner", {"english.json": english}),
+        "lyrics_detection": fake_result(job, "lyrics_detection", {"songs.json": songs}),
+    }
 
 
 @pytest.fixture
@@ -70,7 +117,10 @@ def test_writes_english_and_hindi_in_three_formats_with_qc(tmp_path: Path, film:
         for fmt in ("srt", "vtt", "ass"):
             assert f"Dil Se Test.{lang}.{fmt}" in names
             assert (job.output_dir / f"Dil Se Test.{lang}.{fmt}").is_file()
-    assert {"qc.json", "qc.md"} <= set(names)
+    assert {"qc.json", "qc.md", "subtitles.json"} <= set(names)
+    subtitle_set = SubtitleSet.model_validate_json((job.dir / result.file("subtitles.json").name).read_text())
+    assert [(t.language, t.role) for t in subtitle_set.tracks] == [("en", "target"), ("hi", "source")]
+    assert subtitle_set.tracks[0].files["srt"] == "output/Dil Se Test.en.srt"
 
     srt = pysubs2.load(str(job.output_dir / "Dil Se Test.en.srt"))
     texts = [e.plaintext for e in srt]
@@ -84,7 +134,7 @@ def test_writes_english_and_hindi_in_three_formats_with_qc(tmp_path: Path, film:
     assert any("अस्पताल" in e.plaintext for e in hindi)
     frame_ms = 1000 / 24
     for subs in (srt, hindi):
-        for a, b in zip(subs, subs[1:]):
+        for a, b in zip(subs, subs[1:], strict=False):
             assert b.start - a.end >= 2 * frame_ms - 1  # two frames at the film's 24 fps
         for event in subs:
             assert all(len(line) <= 42 for line in event.plaintext.splitlines())
@@ -103,9 +153,13 @@ def test_writes_english_and_hindi_in_three_formats_with_qc(tmp_path: Path, film:
 
 def test_songs_left_out_and_children_reading_speed(tmp_path: Path, film: Path) -> None:
     job = make_job(tmp_path / "out", film)
-    result = run_stage("subtitle_gen", job, SubtitleSettings(formats=["srt"], source_subtitles=False),
-                       upstream=upstream(job, fps=None, subtitle_songs=False),
-                       film=FilmSettings(audience="children"))
+    result = run_stage(
+        "subtitle_gen",
+        job,
+        SubtitleSettings(formats=["srt"], source_subtitles=False, subtitle_songs=False),
+        upstream=upstream(job, fps=None),
+        film=FilmSettings(audience="children"),
+    )
     assert [t["language"] for t in result.summary["tracks"]] == ["en"]
     raw = (job.output_dir / "Dil Se Test.en.srt").read_text(encoding="utf-8")
     assert "heart" not in raw and "\u266a" not in raw
@@ -116,7 +170,12 @@ def test_songs_left_out_and_children_reading_speed(tmp_path: Path, film: Path) -
 
 def test_clip_start_shifts_times_to_the_film(tmp_path: Path, film: Path) -> None:
     job = make_job(tmp_path / "out", film)
-    run_stage("subtitle_gen", job, SubtitleSettings(formats=["srt"]),
-              upstream=upstream(job, fps=25.0, clip={"start": 100.0, "end": 180.0}), film=FilmSettings())
+    run_stage(
+        "subtitle_gen",
+        job,
+        SubtitleSettings(formats=["srt"]),
+        upstream=upstream(job, fps=25.0, clip={"start": 100.0, "end": 180.0}),
+        film=FilmSettings(),
+    )
     srt = pysubs2.load(str(job.output_dir / "Dil Se Test.en.srt"))
     assert srt[0].start == 101_000

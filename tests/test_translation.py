@@ -17,6 +17,7 @@ from rapidfuzz import fuzz
 from settings.model import FilmSettings
 from settings.stages import TranslationSettings
 from tasks.contract import PermanentError, StageResult, stage_folder_name
+from tasks.kernel import RunEnv, execute
 from tasks.second_pass_translation import (
     SEPARATOR,
     Seq2Seq,
@@ -30,7 +31,6 @@ from tasks.second_pass_translation import (
     split_window,
     windows,
 )
-from tasks.stage import STAGES, RunEnv, execute
 from tests.media import dialogue
 from tests.support import CPU, fake_result
 from tests.test_asr import PACKAGED_EN, outputs, run_asr, upstream_for
@@ -45,16 +45,21 @@ TERMS = ["Raj", "Simran"]
 # Segments of a Hindi transcript and the "translations" the tiny model learns.
 HINDI = [("राज कहाँ है", "A"), ("सिमरन घर गई", "B"), ("मुझे नहीं पता", "A")]
 ENGLISH = {"[1] कहाँ है": "where is [1]", "[2] घर गई": "[2] went home", "मुझे नहीं पता": "I do not know"}
-GLOSSARY = {"entries": [{"canonical": "Raj", "kind": "person", "variants": ["राज"], "source": "test", "notes": ""},
-                        {"canonical": "Simran", "kind": "person", "variants": ["सिमरन"], "source": "test", "notes": ""}],
-            "prompt_terms": ["Raj", "Simran"], "protected_names": ["Raj", "Simran"]}
+GLOSSARY = {
+    "entries": [
+        {"canonical": "Raj", "kind": "person", "variants": ["राज"], "source": "test", "notes": ""},
+        {"canonical": "Simran", "kind": "person", "variants": ["सिमरन"], "source": "test", "notes": ""},
+    ],
+    "prompt_terms": ["Raj", "Simran"],
+    "protected_names": ["Raj", "Simran"],
+}
 
 
 def run_translation(job, upstream: dict[str, StageResult], settings: TranslationSettings) -> StageResult:
-    import tasks.second_pass_translation  # noqa: F401  (registers the stage)
+    from tasks.second_pass_translation import second_pass_translation
 
     env = RunEnv(cache_root=str(job.dir.parent / "cache"))
-    return execute(STAGES["second_pass_translation"], job, settings, CPU, upstream, FilmSettings(), env)
+    return execute(second_pass_translation, job, settings, CPU, upstream, FilmSettings(), env)
 
 
 def translation(job) -> dict[str, Any]:
@@ -68,8 +73,11 @@ def spoken(tmp_path_factory):
     job, upstream = upstream_for(tmp_path_factory.mktemp("spoken"), audio, turns, TERMS)
     asr = run_asr(job, upstream, PACKAGED_EN)
     transcript, _ = outputs(job)
-    return job, {"demux": upstream["demux"], "silero_vad": upstream["silero_vad"], "asr": asr,
-                 "pre_ner": upstream["pre_ner"]}, transcript
+    return (
+        job,
+        {"demux": upstream["demux"], "silero_vad": upstream["silero_vad"], "asr": asr, "pre_ner": upstream["pre_ner"]},
+        transcript,
+    )
 
 
 def as_hindi(job, upstream: dict[str, StageResult], transcript: dict[str, Any]) -> dict[str, StageResult]:
@@ -78,6 +86,7 @@ def as_hindi(job, upstream: dict[str, StageResult], transcript: dict[str, Any]) 
 
 
 # Passthrough and none ------------------------------------------------------------------------------
+
 
 def test_english_transcript_passes_through(spoken):
     job, upstream, transcript = spoken
@@ -94,11 +103,17 @@ def test_backend_none_writes_no_english(spoken):
     job, upstream, transcript = spoken
     run_translation(job, as_hindi(job, upstream, transcript), TranslationSettings(backend="none"))
     out = translation(job)
-    assert out == {"backend": "none", "source_language": "hi", "target_language": "en", "passthrough": False,
-                   "segments": []}
+    assert out == {
+        "backend": "none",
+        "source_language": "hi",
+        "target_language": "en",
+        "passthrough": False,
+        "segments": [],
+    }
 
 
 # Whisper translate pass ------------------------------------------------------------------------------
+
 
 def test_whisper_pass_refuses_an_english_only_model(spoken):
     job, upstream, transcript = spoken
@@ -129,6 +144,7 @@ def test_whisper_pass_maps_english_segments_to_the_transcript(spoken, monkeypatc
 
 # NMT -------------------------------------------------------------------------------------------------
 
+
 def training_pairs(context: int) -> list[tuple[str, str]]:
     """The inputs the stage will make (windows and single segments, names as placeholders) and their targets."""
     masked = []
@@ -155,13 +171,29 @@ def tiny_marian(folder: Path, pairs: list[tuple[str, str]], steps: int) -> Path:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = split
     backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>", model_input_names=["input_ids", "attention_mask"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
     torch.manual_seed(0)
-    config = MarianConfig(vocab_size=len(vocab), d_model=64, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
-                          decoder_ffn_dim=128, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                          forced_eos_token_id=1, max_position_embeddings=64)
+    config = MarianConfig(
+        vocab_size=len(vocab),
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        forced_eos_token_id=1,
+        max_position_embeddings=64,
+    )
     model = MarianMTModel(config)
     if steps:
         source = tokenizer([s for s, _ in pairs], return_tensors="pt", padding=True)
@@ -188,13 +220,31 @@ def tiny_nmt(tmp_path_factory) -> Path:
 
 
 def hindi_upstream(job) -> dict[str, StageResult]:
-    segments = [{"id": i, "start": 1.0 + 3 * i, "end": 3.5 + 3 * i, "text": text, "speaker": speaker,
-                 "avg_logprob": -0.2, "no_speech_prob": 0.05, "words": []} for i, (text, speaker) in enumerate(HINDI)]
-    transcript = {"language": "hi", "language_probability": 0.97, "model": "large-v3", "word_timestamps": "whisper",
-                  "segments": segments}
+    segments = [
+        {
+            "id": i,
+            "start": 1.0 + 3 * i,
+            "end": 3.5 + 3 * i,
+            "text": text,
+            "speaker": speaker,
+            "avg_logprob": -0.2,
+            "no_speech_prob": 0.05,
+            "words": [],
+        }
+        for i, (text, speaker) in enumerate(HINDI)
+    ]
+    transcript = {
+        "language": "hi",
+        "language_probability": 0.97,
+        "model": "large-v3",
+        "word_timestamps": "whisper",
+        "segments": segments,
+    }
     empty = {name: StageResult(stage=name, version="test", job_id=job.job_id) for name in ("demux", "silero_vad")}
-    return empty | {"asr": fake_result(job, "asr", {"transcript.json": transcript}),
-                    "pre_ner": fake_result(job, "pre_ner", {"glossary.json": GLOSSARY})}
+    return empty | {
+        "asr": fake_result(job, "asr", {"transcript.json": transcript}),
+        "pre_ner": fake_result(job, "pre_ner", {"glossary.json": GLOSSARY}),
+    }
 
 
 def test_nmt_translates_in_context_batches_and_restores_names(tmp_path, tiny_nmt, monkeypatch):
@@ -227,8 +277,12 @@ def test_nmt_translates_in_context_batches_and_restores_names(tmp_path, tiny_nmt
     assert result.summary["names_lost"] == 0 and result.summary["alone"] == 0
     transcript = json.loads((job.dir / stage_folder_name("asr") / "transcript.json").read_text())
     for eng, src in zip(out["segments"], transcript["segments"], strict=True):
-        assert (eng["id"], eng["start"], eng["end"], eng["speaker"]) == (src["id"], src["start"], src["end"],
-                                                                           src["speaker"])
+        assert (eng["id"], eng["start"], eng["end"], eng["speaker"]) == (
+            src["id"],
+            src["start"],
+            src["end"],
+            src["speaker"],
+        )
         assert eng["source_ids"] == [src["id"]] and eng["words"] == []
     assert out["backend"] == "nmt" and out["source_language"] == "hi" and out["passthrough"] is False
 
@@ -253,8 +307,13 @@ def test_nmt_fallbacks_when_the_model_drops_separators_or_placeholders(tiny_nmt)
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_nmt)
     nmt = Seq2Seq(tokenizer=tokenizer, model=_Echo(tokenizer, ["|", "2"]), family="plain", device="cpu")
-    texts, stats = nmt_translate_texts(nmt, [t for t, _ in HINDI], "hi", name_table(GLOSSARY),
-                                       TranslationSettings(backend="nmt", batch_size=2, context_segments=1))
+    texts, stats = nmt_translate_texts(
+        nmt,
+        [t for t, _ in HINDI],
+        "hi",
+        name_table(GLOSSARY),
+        TranslationSettings(backend="nmt", batch_size=2, context_segments=1),
+    )
     assert stats == {"context_windows": 0, "alone": 3, "names_protected": 2, "names_lost": 1}
     assert texts[0] == "Raj कहाँ है"  # placeholder kept: restored to the canonical name
     assert texts[1] == "सिमरन घर गई"  # placeholder lost: translated again without protection
@@ -273,6 +332,7 @@ def test_nmt_loader_is_the_one_the_stage_uses_and_never_downloads(tmp_path, tiny
 
 # Plain functions -------------------------------------------------------------------------------------
 
+
 def test_protect_and_restore_names():
     names = {"Raj": "Raj", "राज": "Raj", "Raj Malhotra": "Raj Malhotra", "सिमरन": "Simran"}
     text, mapping = protect("राज और raj malhotra, सिमरन से मिले। Rajesh नहीं।", names, 5)
@@ -284,8 +344,10 @@ def test_protect_and_restore_names():
 
 
 def test_name_table_takes_variants_of_protected_names_only():
-    glossary = GLOSSARY | {"entries": GLOSSARY["entries"] + [
-        {"canonical": "Mumbai", "kind": "place", "variants": ["मुंबई"], "source": "x", "notes": ""}]}
+    glossary = GLOSSARY | {
+        "entries": GLOSSARY["entries"]
+        + [{"canonical": "Mumbai", "kind": "place", "variants": ["मुंबई"], "source": "x", "notes": ""}]
+    }
     assert name_table(glossary) == {"Raj": "Raj", "Simran": "Simran", "राज": "Raj", "सिमरन": "Simran"}
     assert name_table(None) == {}
 
@@ -318,8 +380,11 @@ def test_language_codes_per_model_family():
 
 
 def test_covered_ids_by_time():
-    segments = [{"id": 0, "start": 0.0, "end": 2.0}, {"id": 1, "start": 2.5, "end": 4.0},
-                {"id": 2, "start": 4.2, "end": 9.0}]
+    segments = [
+        {"id": 0, "start": 0.0, "end": 2.0},
+        {"id": 1, "start": 2.5, "end": 4.0},
+        {"id": 2, "start": 4.2, "end": 9.0},
+    ]
     assert covered_ids(0.0, 4.1, segments) == [0, 1]
     assert covered_ids(3.9, 5.0, segments) == [2]  # covers neither half: the one it overlaps most
     assert covered_ids(10.0, 11.0, segments) == []
@@ -327,9 +392,12 @@ def test_covered_ids_by_time():
 
 
 def test_a_variant_maps_to_the_part_of_the_name_it_spells():
-    glossary = {"protected_names": ["Raj Malhotra"],
-                "entries": [{"canonical": "Raj Malhotra", "kind": "person",
-                             "variants": ["Raj", "Malhotra", "Raaj", "Raaj Malhotra"]}]}
+    glossary = {
+        "protected_names": ["Raj Malhotra"],
+        "entries": [
+            {"canonical": "Raj Malhotra", "kind": "person", "variants": ["Raj", "Malhotra", "Raaj", "Raaj Malhotra"]}
+        ],
+    }
     table = name_table(glossary)
     assert table["Raaj"] == "Raj"
     assert table["Raaj Malhotra"] == "Raj Malhotra"

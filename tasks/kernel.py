@@ -1,0 +1,793 @@
+"""The orchestration kernel: stage declaration, the task factory and its cache policy, the job lock,
+the manifest, artifacts, preflight, and the per-run object the flow submits stages through.
+
+The flow (`flows.subtitle`) only wires: it calls `PipelineRun.submit(stage, **upstream)` once
+per stage with the futures of the results that stage reads, and Prefect runs what is ready.
+
+Caching (Flyte-style explicit keys): a stage's key is its name and version, the job id, the
+digests of the upstream results it reads, the hash of its own settings (never secrets) and,
+for stages that declare `film`, the film settings. `StageCache` adds what Prefect's own
+policies cannot know: a cached result is used only while the files it lists are intact on
+disk (size and digest); otherwise its record is dropped and the stage runs again.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from hardware.policy import StageDevice, resolve_device, stage_device
+from hardware.profile import HardwareProfile, cached_profile
+from settings.jobs import Job, now_iso, write_text_atomic
+from settings.model import SECRET_FIELDS, FilmSettings, Settings, settings_digest
+from settings.stages import StageSettings
+from tasks.contract import (
+    PermanentError,
+    StageContext,
+    StageResult,
+    TransientError,
+    files_intact,
+    stage_folder_name,
+)
+
+Body = Callable[..., dict[str, Any]]
+# A cheap check run before any stage starts: raises PermanentError when the stage could not run
+# (a missing model), so bad set-ups fail before the heavy work, not an hour into it.
+# It receives the stage's settings, device, the cache root and the secrets the stage declared.
+Preflight = Callable[[Any, StageDevice, Path, dict[str, SecretStr | None]], None]
+FILM = "film"  # the body parameter that asks for the film's settings
+
+
+class StageSkipped(Exception):
+    """An optional stage cannot run (no key, no match): recorded as skipped, the run goes on."""
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient
+
+
+class InjectedFault(PermanentError):
+    """Raised by the fault-injection setting PIPELINE__FAIL_AT (tests only)."""
+
+
+class JobBusy(RuntimeError):
+    """Another run holds this job."""
+
+
+class PipelineError(RuntimeError):
+    """A required stage failed or cannot run; the run stops there."""
+
+
+class RunEnv(BaseModel):
+    """Run-wide facts a stage may need besides its own settings. Secrets only for stages that declare them."""
+
+    cache_root: str
+    fail_at: str | None = None
+    gpu_limit: str = "gpu"
+    secrets: dict[str, SecretStr | None] = {}
+
+
+# Stages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    version: str
+    body: Body
+    optional: bool = False
+    gpu: bool = False
+    secrets: tuple[str, ...] = ()
+    preflight: Preflight | None = None
+    _task: list[Any] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The upstream stages the body reads: its parameters after `ctx` and `settings`."""
+        names = list(inspect.signature(self.body).parameters)[2:]
+        return tuple(n for n in names if n != FILM)
+
+    @property
+    def uses_film(self) -> bool:
+        return FILM in inspect.signature(self.body).parameters
+
+    def cache_key(
+        self,
+        job_id: str,
+        settings: StageSettings,
+        upstream: dict[str, StageResult],
+        film: FilmSettings | None,
+        env: RunEnv,
+    ) -> str:
+        parts = [self.name, f"v{self.version}", job_id, settings_digest(settings)]
+        parts += [f"{name}:{upstream[name].digest()}" for name in sorted(upstream)]
+        if self.uses_film and film is not None:
+            parts.append(settings_digest(film))
+        parts += [f"{name}:{bool(env.secrets.get(name))}" for name in self.secrets]
+        tail = hashlib.sha256("|".join(parts[3:]).encode()).hexdigest()[:24]
+        return f"{self.name}-v{self.version}-{job_id}-{tail}"
+
+    @property
+    def task(self) -> Any:
+        """The Prefect task (built once, on first use, so plain tests never import Prefect)."""
+        if not self._task:
+            from prefect import task
+
+            spec = self
+
+            @task(
+                name=self.name,
+                cache_policy=stage_cache(spec),
+                persist_result=True,
+                result_serializer="json",
+                retry_condition_fn=_retry_transient,
+                log_prints=True,
+            )
+            def run(job: Job, settings: StageSettings, device: StageDevice, upstream: dict[str, StageResult],
+                    film: FilmSettings | None, env: RunEnv) -> StageResult:  # fmt: skip
+                return execute(spec, job, settings, device, upstream, film, env)
+
+            self._task.append(run)
+        return self._task[0]
+
+
+def stage(
+    name: str,
+    version: str,
+    *,
+    optional: bool = False,
+    gpu: bool = False,
+    secrets: tuple[str, ...] = (),
+    preflight: Preflight | None = None,
+) -> Callable[[Body], StageSpec]:
+    """Declare a stage; bump `version` whenever its code changes what it writes."""
+
+    def wrap(body: Body) -> StageSpec:
+        return StageSpec(
+            name=name, version=version, body=body, optional=optional, gpu=gpu, secrets=secrets, preflight=preflight
+        )
+
+    return wrap
+
+
+def reusable(job: Job, result: StageResult) -> bool:
+    """A finished result may stand in for running the stage: its files are intact and it is no healing skip."""
+    return files_intact(job.dir, result) and not (result.skipped and result.retry_on_resume)
+
+
+def stage_cache(spec: StageSpec) -> Any:
+    """The cache policy of one stage (a Prefect CachePolicy, built lazily so stage modules stay Prefect-free)."""
+    from prefect.cache_policies import CachePolicy
+
+    @dataclass
+    class StageCache(CachePolicy):
+        def compute_key(
+            self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+        ) -> str | None:
+            job: Job = inputs["job"]
+            key = spec.cache_key(job.job_id, inputs["settings"], inputs["upstream"], inputs["film"], inputs["env"])
+            if not task_ctx.task.refresh_cache:
+                _drop_stale_record(task_ctx.result_store, job, spec.name, key)
+            return key
+
+    return StageCache()
+
+
+def _drop_stale_record(store: Any, job: Job, stage_name: str, key: str) -> None:
+    """Forget a cached result whose files are gone or changed, so Prefect runs the stage again."""
+    record = job.results_dir / key
+    if not record.is_file():
+        return
+    try:
+        fresh = store.exists(key) and reusable(job, store.read(key).result)
+    except Exception:  # noqa: BLE001 - an unreadable record (killed mid-write) is as good as none
+        fresh = False
+    if not fresh:
+        _orchestrator_log(job).info(
+            "stage %s: cached result's files are missing or changed; running it again", stage_name
+        )
+        record.unlink(missing_ok=True)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PermanentError):
+        return False
+    if isinstance(exc, (TransientError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in {errno.EBUSY, errno.EAGAIN, errno.ETXTBSY}
+
+
+def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we only classify it
+        return is_transient(exc)
+    return False
+
+
+# Running one stage body under the contract -----------------------------------------------------
+
+
+def execute(
+    spec: StageSpec,
+    job: Job,
+    settings: StageSettings,
+    device: StageDevice,
+    upstream: dict[str, StageResult],
+    film: FilmSettings | None,
+    env: RunEnv,
+    progress: Callable[[float, str], None] | None = None,
+) -> StageResult:
+    """Run one stage body: logs, manifest, fault injection, GPU slot, result."""
+    missing = sorted(set(spec.needs) - set(upstream))
+    if missing:
+        raise TypeError(f"stage {spec.name} reads {', '.join(missing)} but was not given them")
+    log = stage_logger(job, spec.name)
+    started = time.monotonic()
+    update_stage(job, spec.name, state="running", device=device.device, message=None)
+    log.info(
+        "stage %s v%s on device %s (compute %s, batch %d)",
+        spec.name,
+        spec.version,
+        device.device,
+        device.compute_type,
+        device.batch_size,
+    )
+    ctx = StageContext(
+        job=job,
+        stage=spec.name,
+        device=device,
+        log=log,
+        secrets={name: env.secrets.get(name) for name in spec.secrets},
+        cache_root=Path(env.cache_root),
+        progress=progress or _prefect_progress(job, spec.name),
+        gpu_limit=env.gpu_limit,
+        publish=_prefect_markdown(job, spec.name),
+    )
+    inputs = {name: upstream[name] for name in spec.needs}
+    if spec.uses_film:
+        inputs[FILM] = film or FilmSettings()  # type: ignore[assignment]
+
+    def result(**fields: Any) -> StageResult:
+        return StageResult(
+            stage=spec.name,
+            version=spec.version,
+            job_id=job.job_id,
+            device=device.device,
+            duration_s=round(time.monotonic() - started, 3),
+            inputs=list(spec.needs),
+            read_from=sorted(ctx.read_from),
+            **fields,
+        )
+
+    try:
+        if env.fail_at == spec.name:
+            raise InjectedFault(f"fault injected at {spec.name} (PIPELINE__FAIL_AT)")
+        summary = _run_body(spec, ctx, settings, inputs)
+        done = result(files=ctx.written(), summary=summary or {})
+        update_stage(
+            job,
+            spec.name,
+            state="done",
+            duration_s=done.duration_s,
+            outputs=[f.name for f in done.files],
+            inputs=done.inputs,
+            read_from=done.read_from,
+        )
+        log.info("done in %.1f s: %s", done.duration_s, done.summary)
+        return done
+    except StageSkipped as exc:
+        return _skipped(job, spec.name, log, str(exc), exc.transient, result)
+    except Exception as exc:
+        if spec.optional and not isinstance(exc, InjectedFault):
+            return _skipped(job, spec.name, log, f"{type(exc).__name__}: {exc}", is_transient(exc), result)
+        log.error("failed: %s: %s", type(exc).__name__, exc)
+        update_stage(
+            job,
+            spec.name,
+            state="failed",
+            duration_s=round(time.monotonic() - started, 3),
+            message=f"{type(exc).__name__}: {exc}"[:300],
+        )
+        raise
+    finally:
+        close_logger(log)
+
+
+def _run_body(spec: StageSpec, ctx: StageContext, settings: StageSettings, inputs: dict[str, Any]) -> dict[str, Any]:
+    if spec.gpu and ctx.device.accelerated:
+        from prefect.concurrency.sync import concurrency
+
+        ctx.log.info("waiting for a slot of the global concurrency limit %r", ctx.gpu_limit)
+        with concurrency(ctx.gpu_limit, occupy=1):
+            return spec.body(ctx, settings, **inputs)
+    return spec.body(ctx, settings, **inputs)
+
+
+def _skipped(
+    job: Job, name: str, log: logging.Logger, reason: str, transient: bool, result: Callable[..., StageResult]
+) -> StageResult:
+    log.warning("skipped: %s", reason)
+    skipped = result(skipped=reason, retry_on_resume=transient)
+    update_stage(job, name, state="skipped", duration_s=skipped.duration_s, message=reason[:300])
+    return skipped
+
+
+# Logs ---------------------------------------------------------------------------------------
+
+
+def stage_logger(job: Job, stage_name: str) -> logging.Logger:
+    """A logger writing `logs/NN_<stage>_<ts>.log` and forwarding to Prefect's run logger."""
+    job.logs_dir.mkdir(parents=True, exist_ok=True)
+    name = "00_orchestrator" if stage_name == "orchestrator" else stage_folder_name(stage_name)
+    logger = logging.getLogger(f"filmsubs.{job.job_id}.{stage_name}.{time.monotonic_ns()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    handler = logging.FileHandler(job.logs_dir / f"{name}_{stamp}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        from prefect.logging import get_run_logger
+
+        logger.addHandler(_Forward(get_run_logger()))
+    except Exception:  # noqa: BLE001 - outside a Prefect run there is no run logger
+        pass
+    return logger
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
+
+
+_ORCHESTRATOR_LOGS: dict[str, logging.Logger] = {}
+
+
+def _orchestrator_log(job: Job) -> logging.Logger:
+    """The open run's orchestrator log (stage threads write to it too), or Python's logging outside a run."""
+    return _ORCHESTRATOR_LOGS.get(job.job_id) or logging.getLogger("filmsubs")
+
+
+class _Forward(logging.Handler):
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.log(record.levelno, record.getMessage())
+
+
+# The manifest ---------------------------------------------------------------------------------
+
+State = Literal["pending", "running", "done", "cached", "failed", "skipped"]
+_MANIFEST_LOCK = threading.Lock()
+
+
+class StageEntry(BaseModel):
+    state: State = "pending"
+    duration_s: float | None = None
+    device: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list)  # the upstream results the flow passed it
+    read_from: list[str] = Field(default_factory=list)  # those whose files it opened in its last run
+    message: str | None = None
+    updated: str | None = None
+
+
+class Manifest(BaseModel):
+    """`manifest.json`: each stage's state, duration, device and outputs, updated as stages move."""
+
+    job_id: str
+    flow_run_id: str | None = None
+    device_mode: str | None = None  # the device the last run picked on the machine that ran it
+    stages: dict[str, StageEntry] = Field(default_factory=dict)
+    updated: str | None = None
+
+
+def read_manifest(job: Job) -> Manifest:
+    if not job.manifest_file.is_file():
+        return Manifest(job_id=job.job_id)
+    return Manifest.model_validate_json(job.manifest_file.read_text())
+
+
+@contextmanager
+def _manifest_for_update(job: Job) -> Iterator[Manifest]:
+    """Read-modify-write under a thread lock and a file lock: stages finish concurrently."""
+    with _MANIFEST_LOCK, (job.dir / ".manifest.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(job)
+        yield manifest
+        manifest.updated = now_iso()
+        write_text_atomic(job.manifest_file, manifest.model_dump_json(indent=2))
+
+
+def update_stage(job: Job, stage_name: str, **changes: Any) -> None:
+    with _manifest_for_update(job) as manifest:
+        entry = manifest.stages.get(stage_name, StageEntry())
+        manifest.stages[stage_name] = entry.model_copy(update=changes | {"updated": now_iso()})
+
+
+def set_run(job: Job, flow_run_id: str | None, device_mode: str, stages: Sequence[str]) -> None:
+    with _manifest_for_update(job) as manifest:
+        manifest.flow_run_id, manifest.device_mode = flow_run_id, device_mode
+        for name in stages:
+            manifest.stages.setdefault(name, StageEntry())
+
+
+def status_table(manifest: Manifest) -> str:
+    """Markdown table: one row a stage."""
+    rows = ["| stage | state | duration | device | outputs | note |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, entry in manifest.stages.items():
+        duration = f"{entry.duration_s:.1f} s" if entry.duration_s is not None else ""
+        outputs = ", ".join(Path(o).name for o in entry.outputs)
+        rows.append(
+            f"| {name} | {entry.state} | {duration} | {entry.device or ''} | {outputs} | {entry.message or ''} |"
+        )
+    return "\n".join(rows)
+
+
+# The job lock ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def job_lock(job: Job) -> Iterator[None]:
+    """One run per job at a time: a second run refuses at once, naming the holder."""
+    path = job.dir / ".run.lock"
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise JobBusy(f"job {job.job_id} is already running ({holder}); wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def job_running(job: Job) -> bool:
+    """Whether a run holds the job's lock right now (a killed run holds nothing)."""
+    path = job.dir / ".run.lock"
+    if not path.exists():
+        return False
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+# Artifacts --------------------------------------------------------------------------------------
+
+
+def _in_task_run() -> bool:
+    try:
+        from prefect.context import TaskRunContext
+
+        return TaskRunContext.get() is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _artifact_key(job: Job, stage_name: str, name: str) -> str:
+    return f"{job.job_id}-{stage_name}-{name}".lower().replace("_", "-")
+
+
+def _prefect_markdown(job: Job, stage_name: str) -> Callable[[str, str, str], None] | None:
+    """Publishes a stage's Markdown report as an artifact keyed by job, stage and report name."""
+    if not _in_task_run():
+        return None
+
+    def publish(name: str, markdown: str, description: str) -> None:
+        from prefect.artifacts import create_markdown_artifact
+
+        try:
+            create_markdown_artifact(
+                markdown=markdown, key=_artifact_key(job, stage_name, name), description=description
+            )
+        except Exception:  # noqa: BLE001 - a report must never fail a stage
+            pass
+
+    return publish
+
+
+def _prefect_progress(job: Job, stage_name: str) -> Callable[[float, str], None] | None:
+    """A Prefect progress artifact for this stage, when running inside a Prefect run."""
+    if not _in_task_run():
+        return None
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    key = _artifact_key(job, stage_name, "progress")
+    state: dict[str, Any] = {}
+
+    def report(fraction: float, message: str) -> None:
+        percent = max(0.0, min(100.0, 100.0 * fraction))
+        try:
+            if "id" not in state:
+                state["id"] = create_progress_artifact(
+                    progress=percent, key=key, description=f"{stage_name}: {message}"
+                )
+            else:
+                update_progress_artifact(state["id"], progress=percent, description=f"{stage_name}: {message}")
+        except Exception:  # noqa: BLE001 - progress must never fail a stage
+            pass
+
+    return report
+
+
+class _RunArtifacts:
+    """The run's Markdown stage table and progress artifact, keyed by the job id."""
+
+    def __init__(self, job: Job, total: int) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.job, self.total, self.finished = job, total, 0
+        self.key = job.job_id.lower()
+        self._lock = threading.Lock()
+        self.progress_id: Any = create_progress_artifact(  # sync here: the flow runs synchronously
+            progress=0.0, key=f"{self.key}-progress", description=f"Stages finished for job {job.job_id}"
+        )
+
+    def stage_finished(self) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        with self._lock:
+            self.finished += 1
+            update_progress_artifact(self.progress_id, progress=100.0 * self.finished / max(1, self.total))
+
+    def table(self) -> None:
+        from prefect.artifacts import create_markdown_artifact
+
+        table = status_table(read_manifest(self.job))
+        create_markdown_artifact(
+            markdown=f"# Job {self.job.job_id}\n\n{table}\n",
+            key=f"{self.key}-stages",
+            description=f"Stage table of job {self.job.job_id}",
+        )
+
+
+# Start-up, preflight and the run ----------------------------------------------------------------
+
+
+def hardware_profile(out_root: str, requested_device: str) -> HardwareProfile:
+    """Start-up: this machine's profile (cached an hour), checked against an explicit DEVICE."""
+    profile = cached_profile(Path(out_root) / "hardware_cache.json")
+    resolve_device(profile, requested_device)
+    return profile
+
+
+def ensure_gpu_limit(name: str, slots: int) -> None:
+    """Prefect silently ignores a missing limit, so create the `gpu` limit when it is not there."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+def selected_stages(
+    specs: Sequence[StageSpec], stages: Sequence[str] | None, from_stage: str | None
+) -> tuple[set[str], set[str]]:
+    """(the stages this run submits, those forced to run again despite a cache hit).
+
+    `--stages a,b`: a and b run again, their upstream comes from the cache, nothing downstream runs.
+    `--from-stage a`: a and every stage after it in the pipeline run again.
+    """
+    names = [s.name for s in specs]
+    for name in [*(stages or []), *([from_stage] if from_stage else [])]:
+        if name not in names:
+            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(names)}")
+    if stages and from_stage:
+        raise ValueError("give either --stages or --from-stage, not both")
+    if stages:
+        by_name = {s.name: s for s in specs}
+        keep, todo = set(stages), list(stages)
+        while todo:
+            for need in by_name[todo.pop()].needs:
+                if need not in keep:
+                    keep.add(need)
+                    todo.append(need)
+        return keep, set(stages)
+    if from_stage:
+        return set(names), set(names[names.index(from_stage) :])
+    return set(names), set()
+
+
+class PipelineRun:
+    """One run of one job, as the flow sees it: the job's settings, the device, and `submit`."""
+
+    def __init__(
+        self,
+        job: Job,
+        settings: Settings,
+        specs: Sequence[StageSpec],
+        planned: set[str],
+        forced: set[str],
+        partial: bool,
+        log: logging.Logger,
+    ) -> None:
+        self.job, self.settings, self.specs, self.log = job, settings, list(specs), log
+        self.planned, self.forced, self.partial = planned, forced, partial
+        self.profile: HardwareProfile | None = None
+        self.futures: dict[str, Any] = {}
+        self.env = RunEnv(
+            cache_root=str(settings.cache_root),
+            fail_at=settings.pipeline.fail_at,
+            gpu_limit=settings.pipeline.gpu_limit_name(),
+            secrets={name: getattr(settings, name) for name in SECRET_FIELDS},
+        )
+        self._artifacts: _RunArtifacts | None = None
+
+    def start(self, profile: HardwareProfile) -> None:
+        """Say which device this machine gives the run, make the GPU limit, record the run."""
+        from prefect.runtime import flow_run
+
+        self.profile = profile
+        mode = resolve_device(profile, self.settings.device).split(":")[0].upper()
+        self.log.info(
+            "Device mode: %s (%s, %d cores, %.0f GB RAM%s; DEVICE=%s)",
+            mode,
+            profile.device_name,
+            profile.cpu_cores,
+            profile.ram_gb,
+            f", GPU {profile.gpu_memory_gb:.0f} GB" if profile.kind == "cuda" else "",
+            self.settings.device,
+        )
+        ensure_gpu_limit(self.env.gpu_limit, self.settings.pipeline.gpu_slots)
+        set_run(self.job, flow_run.id, mode, [s.name for s in self.specs if s.name in self.planned])
+        if self.partial:
+            self._check_upstream_done()
+        self._artifacts = _RunArtifacts(self.job, len(self.planned))
+
+    def device(self, name: str) -> StageDevice:
+        assert self.profile is not None, "start() the run first"
+        return stage_device(self.profile, name, self.settings.device)
+
+    def preflight(self) -> None:
+        """Each stage that will run checks what it needs (its model) before anything heavy starts."""
+        state = read_manifest(self.job).stages
+        for spec in self.specs:
+            finished = spec.name in state and state[spec.name].state in {"done", "cached"}
+            if spec.preflight is None or spec.name not in self.planned or (finished and spec.name not in self.forced):
+                continue
+            try:
+                spec.preflight(
+                    self.settings.stage(spec.name),
+                    self.device(spec.name),
+                    self.settings.cache_root,
+                    {name: getattr(self.settings, name) for name in spec.secrets},
+                )
+            except PermanentError as exc:
+                self.log.error("stage %s cannot run: %s", spec.name, exc)
+                update_stage(self.job, spec.name, state="failed", message=f"not started: {exc}"[:300])
+                raise PipelineError(f"stage {spec.name} cannot run: {exc}") from exc
+
+    def submit(self, spec: StageSpec, **upstream: Any) -> Any:
+        """Submit one stage with the futures of the results it reads; None when this run leaves it out."""
+        if set(upstream) != set(spec.needs):
+            raise TypeError(f"stage {spec.name} reads {sorted(spec.needs)}, the flow passed {sorted(upstream)}")
+        if spec.name not in self.planned:
+            return None
+        stage_settings = self.settings.stage(spec.name)
+        delays = [stage_settings.retry_delay_s * 2**i for i in range(stage_settings.retries)]
+        refresh = spec.name in self.forced
+        task = spec.task.with_options(
+            result_storage=self.job.results_dir,
+            refresh_cache=refresh,
+            retries=stage_settings.retries,
+            retry_delay_seconds=delays or 0,
+            on_completion=[self._on_completion],
+        )
+        future = task.submit(
+            self.job,
+            stage_settings,
+            self.device(spec.name),
+            upstream,
+            self.settings.film if spec.uses_film else None,
+            self.env,
+        )
+        self.futures[spec.name] = future
+        self.log.info("stage %s submitted%s", spec.name, " (forced to run again)" if refresh else "")
+        return future
+
+    def _on_completion(self, _task: Any, _task_run: Any, state: Any) -> None:
+        """Runs for a stage that finished or came from the cache: the manifest and the run's progress."""
+        if state.name == "Cached":
+            result: StageResult = state.result()
+            update_stage(
+                self.job,
+                result.stage,
+                state="skipped" if result.skipped else "cached",
+                device=result.device,
+                duration_s=result.duration_s,
+                outputs=[f.name for f in result.files],
+                message=result.skipped,
+            )
+            self.log.info("stage %s: cached", result.stage)
+        if self._artifacts is not None:
+            self._artifacts.stage_finished()
+
+    def results(self) -> dict[str, StageResult]:
+        """Every submitted stage's result, once all have ended; PipelineError names the first that failed."""
+        from prefect.futures import wait
+
+        try:
+            wait(list(self.futures.values()))
+            failed = [(name, f.state) for name, f in self.futures.items() if not f.state.is_completed()]
+            upstream_failures = [(n, s) for n, s in failed if s.name != "NotReady"]
+            if failed:
+                name, state = (upstream_failures or failed)[0]
+                self.log.error("stage %s failed: %s", name, state.message)
+                raise PipelineError(f"stage {name} failed: {state.message}")
+            results = {name: f.result() for name, f in self.futures.items()}
+            self.log.info("all %d stages finished", len(results))
+            return results
+        finally:
+            if self._artifacts is not None:
+                try:
+                    self._artifacts.table()
+                except Exception as exc:  # noqa: BLE001 - the artifact must not hide the run's own outcome
+                    self.log.warning("could not publish the stage table: %s", exc)
+
+    def _check_upstream_done(self) -> None:
+        state = read_manifest(self.job).stages
+        missing = [
+            name
+            for name in self.planned - self.forced
+            if name not in state or state[name].state not in {"done", "cached", "skipped"}
+        ]
+        if missing:
+            raise PipelineError(
+                f"--stages needs the results of {', '.join(sorted(missing))}, which have not run "
+                "yet; run the whole job first"
+            )
+
+
+@contextmanager
+def open_run(
+    job: Job,
+    settings: Settings,
+    specs: Sequence[StageSpec],
+    *,
+    stages: Sequence[str] | None = None,
+    from_stage: str | None = None,
+) -> Iterator[PipelineRun]:
+    """Hold the job's lock and its orchestrator log for the length of one run."""
+    planned, forced = selected_stages(specs, stages, from_stage)
+    with job_lock(job):
+        log = stage_logger(job, "orchestrator")
+        _ORCHESTRATOR_LOGS[job.job_id] = log
+        try:
+            yield PipelineRun(job, settings, specs, planned, forced, bool(stages), log)
+        finally:
+            _ORCHESTRATOR_LOGS.pop(job.job_id, None)
+            close_logger(log)

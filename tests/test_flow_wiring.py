@@ -1,0 +1,71 @@
+"""The flow is the pipeline: it names the eleven stages in order and passes each what its body reads."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from pathlib import Path
+
+from flows import subtitle as subtitle_module
+from flows.subtitle import PIPELINE
+from tasks.contract import STAGE_ORDER
+
+
+def submitted_stages() -> list[tuple[str, set[str]]]:
+    """(stage, upstream keywords) of every `run.submit(...)` in the flow function, in order."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(subtitle_module.subtitle.fn)))
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "submit":
+            calls.append((node.lineno, node.args[0].id, {k.arg for k in node.keywords}))  # type: ignore[attr-defined]
+    return [(name, keywords) for _, name, keywords in sorted(calls)]
+
+
+def test_the_flow_submits_the_eleven_stages_in_order() -> None:
+    assert [name for name, _ in submitted_stages()] == list(STAGE_ORDER)
+    assert [spec.name for spec in PIPELINE] == list(STAGE_ORDER)
+
+
+def test_each_stage_is_passed_exactly_what_its_body_declares() -> None:
+    by_name = {spec.name: spec for spec in PIPELINE}
+    for name, keywords in submitted_stages():
+        assert keywords == set(by_name[name].needs), name
+
+
+def test_each_stage_body_uses_every_input_it_declares() -> None:
+    """A declared input the body never touches would re-run the stage for nothing when it changes."""
+    for spec in PIPELINE:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(spec.body)))
+        used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+        unused = [name for name in (*spec.needs, *(["film"] if spec.uses_film else [])) if name not in used]
+        assert not unused, f"stage {spec.name} declares {unused} but never reads them"
+
+
+def test_the_flow_function_fits_one_screen() -> None:
+    lines = inspect.getsource(subtitle_module.subtitle.fn).splitlines()
+    assert len(lines) <= 40, len(lines)
+
+
+def test_no_stage_spells_another_stages_file_name() -> None:
+    """Stages read each other's files through the typed documents, never by a literal name."""
+    documents = {
+        "media.json",
+        "speech_segments.json",
+        "speech_probability.json",
+        "speakers.json",
+        "tmdb.json",
+        "glossary.json",
+        "transcript.json",
+        "translation.json",
+        "english.json",
+        "songs.json",
+        "subtitles.json",
+        "audio.wav",
+    }
+    tasks = Path(subtitle_module.__file__).resolve().parents[1] / "tasks"
+    for path in tasks.glob("*.py"):
+        if path.name in {"documents.py", "demux.py"}:
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert not [name for name in documents if f'"{name}"' in text], path.name
