@@ -18,15 +18,19 @@ import soundfile as sf
 
 RATE = 16000
 INSTALL_HINT = (
-    "Install it with `bash scripts/setup.sh` (Debian: apt-get install -y ffmpeg espeak-ng sox; "
-    "macOS: brew install ffmpeg espeak-ng sox)."
+    "Install it with `bash scripts/setup.sh` (Debian: apt-get install -y ffmpeg espeak-ng sox festival "
+    "festival-hi festvox-hi-nsk; macOS: brew install ffmpeg espeak-ng sox)."
 )
 
-# Voices that sound clearly different (espeak-ng voice+variant, pitch 0-99, words a minute).
+# Voices that sound clearly different (espeak-ng voice+variant, pitch 0-99, words a minute). The Hindi
+# ones read Devanagari: festival's NSK diphone voice (`festival:` + its voice name) and espeak-ng's `hi`.
 VOICES: dict[str, tuple[str, int, int]] = {
     "A": ("en-us+m3", 35, 165),
     "B": ("en-gb+f4", 75, 175),
     "C": ("en-us+m7", 15, 150),
+    "HA": ("festival:voice_hindi_NSK_diphone", 0, 0),
+    "HB": ("hi+f3", 70, 150),
+    "HC": ("hi+m3", 30, 140),
 }
 
 
@@ -55,7 +59,12 @@ def speak(text: str, speaker: str = "A") -> np.ndarray:
     voice, pitch, speed = VOICES[speaker]
     with tempfile.TemporaryDirectory() as tmp:
         raw, wav = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
-        run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text])
+        if voice.startswith("festival:"):
+            script = Path(tmp) / "text.txt"
+            script.write_text(text, encoding="utf-8")
+            run(["text2wave", "-eval", f"({voice.split(':', 1)[1]})", str(script), "-o", str(raw)])
+        else:
+            run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text])
         run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)])
         audio, _ = sf.read(wav, dtype="float32")
     return trim(audio)

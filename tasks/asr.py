@@ -40,6 +40,8 @@ import numpy as np
 from hardware.policy import StageDevice
 from settings.stages import AsrSettings
 from tasks.contract import PermanentError, StageContext, StageResult
+from tasks.devanagari import SEED as DEVANAGARI_SEED
+from tasks.devanagari import devanagari_share, devanagari_terms
 from tasks.documents import Glossary, MediaInfo, Segment, SpeakerTurns, SpeechRegions, Transcript
 from tasks.kernel import stage
 from tasks.media import SAMPLE_RATE
@@ -334,9 +336,22 @@ def _shift(value: float | None, offset: float) -> float | None:
 # The stage -----------------------------------------------------------------------------
 
 
-def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, _secrets: dict) -> None:
+def script_flags(segments: list[Decoded], log: Any) -> list[dict[str, Any]]:
+    """Hindi segments not written in Devanagari: kept (an English line is said in Latin letters), but listed."""
+    flags = []
+    for seg in segments:
+        share = devanagari_share(seg.text)
+        if share < 0.5:
+            log.warning("Hindi segment [%.2f-%.2f] is %.0f%% Devanagari: %r", seg.start, seg.end, 100 * share, seg.text)
+            flags.append({"start": seg.start, "end": seg.end, "text": seg.text, "action": "flagged",
+                          "reason": f"script: {100 * share:.0f}% Devanagari"})  # fmt: skip
+    return flags
+
+
+def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, _secrets: dict) -> str:
     """The model must be on disk before the run starts (nothing is downloaded during a run)."""
-    resolve_model(settings.model, device.device, cache_root, MODEL_SETTING)
+    choice = resolve_model(settings.model, device.device, cache_root, MODEL_SETTING, settings.language)
+    return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
 @stage("asr", version="2", gpu=True, preflight=asr_preflight)
@@ -351,17 +366,19 @@ def asr(
     audio = read_audio(ctx.file(demux, ctx.read(demux, MediaInfo).audio))
     speech = [r.model_dump() for r in ctx.read(silero_vad, SpeechRegions).segments]
     turns = [t.model_dump() for t in ctx.read(diarization, SpeakerTurns).turns]
-    terms = ctx.read(pre_ner, Glossary).prompt_terms if settings.use_glossary else []
+    glossary = ctx.read(pre_ner, Glossary)
+    terms = glossary.prompt_terms if settings.use_glossary else []
     wanted = (settings.language or AUTO).strip().lower()
+    hindi = wanted == "hi"
     request = PassRequest(
         model=settings.model,
         setting=MODEL_SETTING,
         task="transcribe",
         language=None if wanted == AUTO else wanted,
         decoding=settings.decoding(),
-        terms=terms,
+        terms=devanagari_terms(terms, glossary.entries) if hindi else terms,
         prompt_budget=settings.prompt_max_tokens,
-        initial_prompt=settings.initial_prompt,
+        initial_prompt=settings.initial_prompt or (DEVANAGARI_SEED if hindi else ""),
         hotword_share=HOTWORD_SHARE if settings.hotwords else 0.0,
     )
 
@@ -371,6 +388,8 @@ def asr(
 
     out = whisper_pass(request, audio, speech, ctx.device, ctx.cache_root, ctx.log, ctx.progress, choose_language)
     kept = out.kept
+    if hindi:
+        out.filtered += script_flags(kept, ctx.log)
     mode = "whisper"
     source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
     if source is not None:

@@ -19,6 +19,7 @@ from tasks.whisper_models import Decoded
 
 Record = dict[str, Any]
 _NOT_WORD = regex.compile(r"[^\p{L}\p{M}\p{N}\s]+")
+_SENTENCE_END = regex.compile(r"(?<=[.!?।])\s+")
 
 
 def normalise(text: str) -> str:
@@ -313,3 +314,21 @@ def apply_guards(
             return None, records
         current = guarded
     return current, records
+
+
+def repeated_across(segments: list[Decoded], window: int = 2) -> tuple[list[Decoded], list[Record]]:
+    """Segments whose every sentence one of the `window` segments before already said: dropped.
+
+    The translate pass of a small model loops this way (one invented sentence over several
+    windows). Not for transcripts: a song's chorus is really sung again.
+    """
+    kept: list[Decoded] = []
+    records: list[Record] = []
+    for seg in segments:
+        sentences = {normalise(s) for s in _SENTENCE_END.split(seg.text)} - {""}
+        earlier = {normalise(s) for before in kept[-window:] for s in _SENTENCE_END.split(before.text)}
+        if sentences and sentences <= earlier:
+            records.append(record(seg, "repeated_across_segments", "dropped"))
+            continue
+        kept.append(seg)
+    return kept, records

@@ -239,11 +239,12 @@ def token_of(secrets: dict[str, Any]) -> str | None:
 
 def diarization_preflight(
     settings: DiarizationSettings, _device: Any, cache_root: Path, secrets: dict[str, Any]
-) -> None:
+) -> str:
     """Bad speaker bounds, or DIARIZATION__BACKEND=pyannote without its token or model, stop the run
     before it starts."""
     check_speaker_bounds(settings)
-    choose_backend(settings, token_of(secrets), cache_root)
+    backend, reason, _config = choose_backend(settings, token_of(secrets), cache_root)
+    return f"backend {backend} ({reason})"
 
 
 @stage("diarization", version="2", gpu=True, secrets=("hf_token",), preflight=diarization_preflight)

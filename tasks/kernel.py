@@ -48,7 +48,8 @@ Body = Callable[..., dict[str, Any]]
 # A cheap check run before any stage starts: raises PermanentError when the stage could not run
 # (a missing model), so bad set-ups fail before the heavy work, not an hour into it.
 # It receives the stage's settings, device, the cache root and the secrets the stage declared.
-Preflight = Callable[[Any, StageDevice, Path, dict[str, SecretStr | None]], None]
+# What it returns (the model it found, and why) goes into the orchestrator log.
+Preflight = Callable[[Any, StageDevice, Path, dict[str, SecretStr | None]], str | None]
 FILM = "film"  # the body parameter that asks for the film's settings
 
 
@@ -680,12 +681,14 @@ class PipelineRun:
             if spec.preflight is None or spec.name not in self.planned or (finished and spec.name not in self.forced):
                 continue
             try:
-                spec.preflight(
+                found = spec.preflight(
                     self.settings.stage(spec.name),
                     self.device(spec.name),
                     self.settings.cache_root,
                     {name: getattr(self.settings, name) for name in spec.secrets},
                 )
+                if found:
+                    self.log.info("stage %s: %s", spec.name, found)
             except PermanentError as exc:
                 self.log.error("stage %s cannot run: %s", spec.name, exc)
                 update_stage(self.job, spec.name, state="failed", message=f"not started: {exc}"[:300])

@@ -31,6 +31,7 @@ import regex
 
 from settings.stages import TranslationSettings
 from tasks.asr import read_audio
+from tasks.asr_guards import repeated_across
 from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.documents import Glossary, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
@@ -175,7 +176,10 @@ def whisper_translate(
         lambda f, m: ctx.progress(0.9 * f / 0.85, m),
         choose_language,
     )
-    segments, orphans = map_to_transcript(out.kept, transcript["segments"])
+    kept, repeats = repeated_across(out.kept)
+    for rec in repeats:
+        ctx.log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
+    segments, orphans = map_to_transcript(kept, transcript["segments"])
     for seg in orphans:
         ctx.log.info("dropped English over no transcript text [%.2f-%.2f]: %r", seg.start, seg.end, seg.text)
     covered = {i for s in segments for i in s["source_ids"]}
@@ -184,7 +188,7 @@ def whisper_translate(
         ctx.log.warning("%d transcript segments have no English segment over them: %s", len(missing), missing[:20])
     return segments, {
         "model": out.choice.spec,
-        "filtered": len(out.filtered),
+        "filtered": len(out.filtered) + len(repeats),
         "orphans": len(orphans),
         "untranslated_segments": len(missing),
     }

