@@ -137,6 +137,11 @@ class AsrSettings(StageSettings, WhisperDecoding):
         description="Tokens for initial prompt and hotwords together (each one fewer for a 30 s window's text).",
     )
     align_model: str | None = Field(None, description="wav2vec2 aligner; default per language when cached.")
+    mixed_languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="Languages the dialogue mixes into the film's own (Hinglish: en). In a Hindi film, a segment "
+        "Whisper writes in Latin letters is taken as said in English; [] keeps every segment in the film's language.",
+    )
 
 
 class TranslationSettings(StageSettings):

@@ -21,7 +21,7 @@
 - Decoding, prompt and guards are the shared Whisper pass (`tasks.whisper_pass`).
 - Guards (`tasks.asr_guards`): no conditioning on previous text; Whisper's thresholds; text over
   VAD silence, repeated phrases, prompt recitals and stock phrases removed; each in
-  `asr_filtered.json`.
+  the decode report (`decode_report.json`), which subtitle_gen's QC report summarises.
 - Word times: WhisperX alignment with the language's wav2vec2 model when it (and NLTK's punkt_tab
   sentence data) is in the cache; otherwise Whisper's own word timestamps, logged as a fallback.
 - Speakers: each word and segment gets the speaker of the diarization turns it overlaps most; a
@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +43,17 @@ from settings.stages import AsrSettings
 from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.devanagari import SEED as DEVANAGARI_SEED
 from tasks.devanagari import devanagari_share, devanagari_terms
-from tasks.documents import Glossary, MediaInfo, Segment, SpeakerTurns, SpeechRegions, Transcript
+from tasks.documents import (
+    CoveredRegion,
+    DecodeReport,
+    Glossary,
+    GuardRecord,
+    MediaInfo,
+    Segment,
+    SpeakerTurns,
+    SpeechRegions,
+    Transcript,
+)
 from tasks.kernel import stage
 from tasks.media import SAMPLE_RATE
 from tasks.whisper_models import (
@@ -50,6 +61,7 @@ from tasks.whisper_models import (
     Audio,
     Decoded,
     cached_snapshot,
+    covered_seconds,
     detect_language,
     is_multilingual,
     loaded,
@@ -162,7 +174,7 @@ def speaker_of(start: float, end: float, turns: list[dict[str, Any]]) -> str | N
     return nearest["speaker"]
 
 
-def segment_record(index: int, seg: Decoded, turns: list[dict[str, Any]]) -> dict[str, Any]:
+def segment_record(index: int, seg: Decoded, turns: list[dict[str, Any]], language: str) -> dict[str, Any]:
     words = [
         {
             "word": w["word"].strip(),
@@ -180,6 +192,7 @@ def segment_record(index: int, seg: Decoded, turns: list[dict[str, Any]]) -> dic
         "end": round(seg.end, 3),
         "text": seg.text.strip(),
         "speaker": speaker_of(seg.start, seg.end, turns),
+        "language": seg.language or language,
         "avg_logprob": round(seg.avg_logprob, 4),
         "no_speech_prob": round(seg.no_speech_prob, 4),
         "words": words,
@@ -336,15 +349,24 @@ def _shift(value: float | None, offset: float) -> float | None:
 # The stage -----------------------------------------------------------------------------
 
 
-def script_flags(segments: list[Decoded], log: Any) -> list[dict[str, Any]]:
-    """Hindi segments not written in Devanagari: kept (an English line is said in Latin letters), but listed."""
+def label_mixed_language(segments: list[Decoded], mixed: list[str], log: Any) -> list[dict[str, Any]]:
+    """Hindi segments not written in Devanagari, listed (and labelled English when the film mixes English in).
+
+    Decoded as Hindi with a Devanagari prompt, Whisper writes Hindi in Devanagari and an English line in
+    Latin letters, so the script tells the two apart where Whisper's own language guess cannot (on
+    synthetic Hindi base guesses English, p(hi) near 0). Romanised Hindi looks the same: hence the list.
+    """
     flags = []
     for seg in segments:
         share = devanagari_share(seg.text)
-        if share < 0.5:
-            log.warning("Hindi segment [%.2f-%.2f] is %.0f%% Devanagari: %r", seg.start, seg.end, 100 * share, seg.text)
-            flags.append({"start": seg.start, "end": seg.end, "text": seg.text, "action": "flagged",
-                          "reason": f"script: {100 * share:.0f}% Devanagari"})  # fmt: skip
+        if share >= 0.5:
+            continue
+        said = "en" if "en" in mixed else None
+        seg.language = said
+        log.warning("Hindi segment [%.2f-%.2f] is %.0f%% Devanagari%s: %r", seg.start, seg.end, 100 * share,
+                    " (taken as said in English)" if said else "", seg.text)  # fmt: skip
+        reason = f"script: {100 * share:.0f}% Devanagari" + (", taken as English" if said else "")
+        flags.append({"start": seg.start, "end": seg.end, "text": seg.text, "action": "flagged", "reason": reason})
     return flags
 
 
@@ -354,7 +376,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="2", gpu=True, preflight=asr_preflight)
+@stage("asr", version="3", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,
@@ -389,7 +411,7 @@ def asr(
     out = whisper_pass(request, audio, speech, ctx.device, ctx.cache_root, ctx.log, ctx.progress, choose_language)
     kept = out.kept
     if hindi:
-        out.filtered += script_flags(kept, ctx.log)
+        out.filtered += label_mixed_language(kept, settings.mixed_languages, ctx.log)
     mode = "whisper"
     source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
     if source is not None:
@@ -416,7 +438,7 @@ def asr(
         ctx.log.warning("word times fall back to Whisper's own word timestamps: %s", why)
     ctx.progress(0.95, "word times")
     pieces = [piece for seg in kept for piece in split_at_speakers(fit_words(seg), turns)]
-    segments = [segment_record(i, seg, turns) for i, seg in enumerate(pieces)]
+    segments = [segment_record(i, seg, turns, out.language) for i, seg in enumerate(pieces)]
     release()
 
     ctx.write(
@@ -428,7 +450,9 @@ def asr(
             segments=[Segment.model_validate(s) for s in segments],
         )
     )
-    ctx.write_json("asr_filtered.json", out.filtered)
+    covered = covered_seconds(speech, pieces)
+    regions = [CoveredRegion(**r, covered_s=round(c, 3)) for r, c in zip(speech, covered, strict=True)]
+    ctx.write(DecodeReport(records=[GuardRecord.model_validate(r) for r in out.filtered], regions=regions))
     ctx.progress(1.0, "done")
     return {
         "language": out.language,
@@ -446,4 +470,5 @@ def asr(
         "prompt_terms": len(out.prompt.terms),
         "prompt_tokens": out.prompt.tokens,
         "speakers": bool(turns),
+        "languages": dict(Counter(s["language"] for s in segments)),
     }

@@ -4,7 +4,7 @@ Whisper invents text where there is none (silence, music), loops on a phrase, en
 with "thanks for watching", and, given hotwords, may recite the hotword list at the end of
 the audio. Every guard takes a segment and returns it (possibly changed) or None (dropped),
 with a record `{"start","end","text","reason","action"}` (and `"after"` for a change) for
-`asr_filtered.json`.
+the asr stage's decode report.
 """
 
 from __future__ import annotations

@@ -155,6 +155,25 @@ class Transcript(Document):
         return [s.model_dump() for s in self.segments]
 
 
+class GuardRecord(Span):
+    text: str
+    reason: str
+    action: str  # dropped, changed, flagged, redecoded, uncovered
+    after: str | None = None
+
+
+class CoveredRegion(Span):
+    covered_s: float  # seconds of this VAD region under recognised words
+
+
+class DecodeReport(Document):
+    """What the asr pass dropped, changed, flagged or decoded again, and how much VAD speech its words cover."""
+
+    file_name: ClassVar[str] = "decode_report.json"
+    records: list[GuardRecord] = Field(default_factory=list)
+    regions: list[CoveredRegion] = Field(default_factory=list)
+
+
 class TranslatedSegment(Span):
     id: int
     text: str

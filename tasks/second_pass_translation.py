@@ -31,7 +31,6 @@ import regex
 
 from settings.stages import TranslationSettings
 from tasks.asr import read_audio
-from tasks.asr_guards import repeated_across
 from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.documents import Glossary, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
@@ -155,6 +154,7 @@ def whisper_translate(
         decoding=settings.decoding,
         terms=terms,
         prompt_budget=PROMPT_TOKENS,
+        drop_repeats_across=True,
     )
 
     def choose_language(pipeline: Any, _speech: np.ndarray) -> tuple[str, float | None]:
@@ -176,10 +176,7 @@ def whisper_translate(
         lambda f, m: ctx.progress(0.9 * f / 0.85, m),
         choose_language,
     )
-    kept, repeats = repeated_across(out.kept)
-    for rec in repeats:
-        ctx.log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
-    segments, orphans = map_to_transcript(kept, transcript["segments"])
+    segments, orphans = map_to_transcript(out.kept, transcript["segments"])
     for seg in orphans:
         ctx.log.info("dropped English over no transcript text [%.2f-%.2f]: %r", seg.start, seg.end, seg.text)
     covered = {i for s in segments for i in s["source_ids"]}
@@ -188,7 +185,7 @@ def whisper_translate(
         ctx.log.warning("%d transcript segments have no English segment over them: %s", len(missing), missing[:20])
     return segments, {
         "model": out.choice.spec,
-        "filtered": len(out.filtered) + len(repeats),
+        "filtered": len(out.filtered),
         "orphans": len(orphans),
         "untranslated_segments": len(missing),
     }
@@ -487,7 +484,7 @@ def nmt_translate(
 # The stage -----------------------------------------------------------------------------
 
 
-@stage("second_pass_translation", version="2", gpu=True)
+@stage("second_pass_translation", version="3", gpu=True)
 def second_pass_translation(
     ctx: StageContext,
     settings: TranslationSettings,

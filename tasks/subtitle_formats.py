@@ -70,4 +70,15 @@ def qc_markdown(report: dict[str, Any]) -> str:
                 f"| {item['index']} | {item['start']:.2f} | {item['end']:.2f} | {item['cps']} | "
                 f"{item['limited_by']} | {text} |"
             )
+    if "speech_coverage" in report:
+        lines += ["", f"Speech covered by words (VAD speech outside songs): {100 * report['speech_coverage']:.1f} %"]
+        for region in report.get("uncovered", []):
+            lines.append(f"- no words over the speech at {region['start']:.2f}-{region['end']:.2f} s")
+    records = report.get("decode_records", [])
+    if records:
+        lines += ["", "## What the ASR pass dropped, changed or decoded again", "",
+                  "| start | end | action | reason | text |", "| ---: | ---: | --- | --- | --- |"]  # fmt: skip
+        for rec in records:
+            text = str(rec["text"]).replace("|", "\\|")[:120]
+            lines.append(f"| {rec['start']:.2f} | {rec['end']:.2f} | {rec['action']} | {rec['reason']} | {text} |")
     return "\n".join(lines) + "\n"

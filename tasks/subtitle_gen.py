@@ -17,7 +17,15 @@ from typing import Any, Literal
 from settings.model import FilmSettings
 from settings.stages import SubtitleSettings
 from tasks.contract import StageContext, StageResult
-from tasks.documents import MediaInfo, NamedTranslation, Songs, SubtitleSet, SubtitleTrack, Transcript
+from tasks.documents import (
+    DecodeReport,
+    MediaInfo,
+    NamedTranslation,
+    Songs,
+    SubtitleSet,
+    SubtitleTrack,
+    Transcript,
+)
 from tasks.kernel import stage
 from tasks.subtitle_formats import qc_markdown, render, subtitle_file
 from tasks.subtitle_layout import (
@@ -52,6 +60,16 @@ def rules_for(settings: SubtitleSettings, fps: float | None, audience: str = "ad
         max_linger_s=settings.max_linger_s,
         merge_gap_s=settings.merge_gap_s,
     )
+
+
+def speech_coverage(report: DecodeReport, songs: list[dict[str, Any]], min_fraction: float = 0.3) -> dict[str, Any]:
+    """Seconds of VAD speech outside songs under recognised words, over all such seconds; the regions left bare."""
+    spoken = [r for r in report.regions if not in_regions(r.start, r.end, songs)]
+    total = sum(r.end - r.start for r in spoken)
+    covered = sum(min(r.covered_s, r.end - r.start) for r in spoken)
+    bare = [r for r in spoken if r.end - r.start >= 0.5 and r.covered_s < min_fraction * (r.end - r.start)]
+    return {"speech_coverage": round(covered / total, 3) if total else 1.0,
+            "uncovered": [{"start": r.start, "end": r.end} for r in bare]}  # fmt: skip
 
 
 def in_regions(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
@@ -106,7 +124,7 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-@stage("subtitle_gen", version="2")
+@stage("subtitle_gen", version="3")
 def subtitle_gen(
     ctx: StageContext,
     settings: SubtitleSettings,
@@ -119,6 +137,7 @@ def subtitle_gen(
     media = ctx.read(demux, MediaInfo)
     english = ctx.read(post_ner, NamedTranslation)
     transcript = ctx.read(asr, Transcript)
+    decoding = ctx.read(asr, DecodeReport)
     songs = ctx.read(lyrics_detection, Songs).model_dump()
     rules = rules_for(settings, media.fps, film.audience)
     offset = round((media.clip.start if media.clip else 0.0) * rules.fps)
@@ -174,6 +193,8 @@ def subtitle_gen(
         ctx.log.info("%s: %d events, QC %s", lang, len(events), report.counts)
         ctx.progress((n + 1) / len(tracks), f"{lang} subtitles written")
     qc["hard_violations"] = sum(data["counts"][rule] for data in qc["tracks"].values() for rule in HARD_RULES)
+    qc |= speech_coverage(decoding, songs.get("regions", []))
+    qc["decode_records"] = [r.model_dump() for r in decoding.records]
     ctx.write(subtitle_set)
     ctx.write_json("qc.json", qc)
     ctx.report("qc.md", qc_markdown(qc), f"Subtitle QC of job {ctx.job.job_id}: events breaking each rule")
@@ -185,5 +206,7 @@ def subtitle_gen(
         ],
         "qc": {lang: data["counts"] for lang, data in qc["tracks"].items()},
         "hard_violations": qc["hard_violations"],
+        "speech_coverage": qc["speech_coverage"],
+        "uncovered_regions": len(qc["uncovered"]),
         "over_reading_speed": {lang: len(data["over_reading_speed"]) for lang, data in qc["tracks"].items()},
     }

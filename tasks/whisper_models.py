@@ -253,8 +253,10 @@ def load_pipeline(
     compute_setting: str = "DEVICE",
 ) -> Any:
     """WhisperX's pipeline for a local model folder; `asr_options` (prompt, hotwords, thresholds) are fixed here."""
+    import ctranslate2
     import whisperx
 
+    ctranslate2.set_random_seed(0)  # temperature fallback samples: the same audio gives the same text
     kind, index = split_device(device)
     options = {
         "multilingual": False,
@@ -472,6 +474,7 @@ class Decoded:
     compression_ratio: float
     words: list[dict[str, Any]] = field(default_factory=list)
     chunk: int = 0
+    language: str | None = None  # when it differs from the pass's (an English line in a Hindi film)
 
 
 def needs_fallback(
@@ -610,20 +613,34 @@ def mean_logprob(segments: list[Decoded]) -> float:
     return sum(w * v for w, v in zip(weights, scores, strict=True)) / sum(weights)
 
 
+def covered_seconds(speech: list[dict[str, float]], decoded: list[Decoded]) -> list[float]:
+    """For each VAD region, the seconds of it under decoded words (the segment's span where it has none)."""
+    spans = [
+        (float(w["start"]), float(w["end"]))
+        for seg in decoded
+        if seg.text.strip()
+        for w in (seg.words or [{"start": seg.start, "end": seg.end}])
+        if w.get("start") is not None and w.get("end") is not None
+    ]
+    return [
+        sum(max(0.0, min(region["end"], end) - max(region["start"], start)) for start, end in spans)
+        for region in speech
+    ]
+
+
 def uncovered_speech(
     speech: list[dict[str, float]], decoded: list[Decoded], min_s: float = 0.5, min_fraction: float = 0.3
 ) -> list[dict[str, float]]:
-    """VAD speech segments (at least min_s long) that decoded text covers less than min_fraction of."""
+    """VAD speech segments (at least min_s long) that decoded text covers less than min_fraction of.
+
+    Coverage is by word times where a segment has them: a segment whose looping tail a guard cut off
+    still spans the speech it no longer holds words for.
+    """
     out = []
-    for region in speech:
+    for region, covered in zip(speech, covered_seconds(speech, decoded), strict=True):
         duration = region["end"] - region["start"]
         if duration < min_s:
             continue
-        covered = sum(
-            max(0.0, min(region["end"], seg.end) - max(region["start"], seg.start))
-            for seg in decoded
-            if seg.text.strip()
-        )
         if covered < min_fraction * duration:
             out.append({"start": region["start"], "end": region["end"]})
     return out

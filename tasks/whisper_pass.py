@@ -20,7 +20,7 @@ import numpy as np
 
 from hardware.policy import StageDevice
 from settings.stages import WhisperDecoding
-from tasks.asr_guards import GuardSettings, Record, apply_guards
+from tasks.asr_guards import GuardSettings, Record, apply_guards, repeated_across
 from tasks.whisper_models import (
     Audio,
     Decoded,
@@ -33,6 +33,7 @@ from tasks.whisper_models import (
     resolve_model,
     speech_audio,
     speech_chunks,
+    uncovered_speech,
 )
 
 # (loaded pipeline, the speech of the first windows) -> (language to decode in, its probability)
@@ -50,6 +51,8 @@ class PassRequest:
     prompt_budget: int = 160
     initial_prompt: str = ""
     hotword_share: float = 0.0
+    # Drop a sentence repeated over neighbouring segments (a translate pass's loop; a transcript's chorus is real).
+    drop_repeats_across: bool = False
 
 
 @dataclass
@@ -65,6 +68,49 @@ class PassResult:
     compute_type: str
     batch_size: int
     seconds: float
+
+
+def guarded(decoded: list[Decoded], speech: list[dict[str, float]], cfg: GuardSettings,
+            log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
+    """The segments that pass the guards, and a record of every drop or change (logged with its reason)."""
+    kept, records = [], []
+    for seg in sorted(decoded, key=lambda s: s.start):
+        passed, found = apply_guards(seg, speech, cfg)
+        records.extend(found)
+        if passed is not None:
+            kept.append(passed)
+    for rec in records:
+        log.info("guard %s %s [%.2f-%.2f]: %r", rec["action"], rec["reason"], rec["start"], rec["end"], rec["text"])
+    return kept, records
+
+
+@dataclass
+class Retried:
+    kept: list[Decoded]
+    records: list[Record]
+
+
+def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
+                     request: PassRequest, cfg: GuardSettings, log: logging.Logger) -> Retried:  # fmt: skip
+    """No speech left behind: each VAD region (over 0.5 s) that no kept word covers is decoded again on its own,
+    without the names in the prompt (a name list can make Whisper recite instead of listen) and with temperature
+    fallback, and kept when it passes the guards. Only the script-setting part of the prompt stays (Hindi's
+    Devanagari sentence), since without it Hindi comes out in Latin letters."""
+    options = decoder.options() | {"initial_prompt": request.initial_prompt or None, "hotwords": None}
+    found: list[Decoded] = []
+    records: list[Record] = []
+    for number, region in enumerate(uncovered_speech(speech, kept, min_s=0.5)):
+        again = decoder.decode_alone(audio, region, 10_000 + number, options)
+        passed, dropped = guarded(again, speech, cfg, log)
+        words = sum(len(s.text.split()) for s in passed)
+        log.info("speech [%.2f-%.2f] held no words after decoding; decoded again on its own: %s", region["start"],
+                 region["end"], f"{words} words kept" if passed else "nothing kept")  # fmt: skip
+        found += passed
+        records += dropped
+        text = " ".join(s.text for s in passed)
+        action = "redecoded" if passed else "uncovered"
+        records.append({**region, "text": text, "action": action, "reason": "speech without words"})
+    return Retried(kept=found, records=records)
 
 
 def whisper_pass(
@@ -114,6 +160,14 @@ def whisper_pass(
         "compression_ratio_threshold": decoding.compression_ratio_threshold,
         "condition_on_previous_text": False,
     }
+    cfg = GuardSettings(
+        no_speech_threshold=decoding.no_speech_threshold,
+        log_prob_threshold=decoding.log_prob_threshold,
+        compression_ratio_threshold=decoding.compression_ratio_threshold,
+        stock_phrases=tuple(decoding.stock_phrases),
+        prompt_terms=prompt.terms,
+        prompt=prompt.initial_prompt,
+    )
     started = time.monotonic()
     with loaded(
         lambda: load_pipeline(
@@ -143,23 +197,16 @@ def whisper_pass(
             decoder.redecoded,
             decoder.repaired,
         )
+        kept, filtered = guarded(decoded, speech, cfg, log)
+        if request.drop_repeats_across:
+            kept, repeats = repeated_across(kept)
+            for rec in repeats:
+                log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
+            filtered += repeats
+        retried = decode_uncovered(decoder, audio, speech, kept, request, cfg, log)
+        kept = sorted(kept + retried.kept, key=lambda s: s.start)
+        filtered += retried.records
         del pipeline, decoder
-    cfg = GuardSettings(
-        no_speech_threshold=decoding.no_speech_threshold,
-        log_prob_threshold=decoding.log_prob_threshold,
-        compression_ratio_threshold=decoding.compression_ratio_threshold,
-        stock_phrases=tuple(decoding.stock_phrases),
-        prompt_terms=prompt.terms,
-        prompt=prompt.initial_prompt,
-    )
-    kept, filtered = [], []
-    for seg in sorted(decoded, key=lambda s: s.start):
-        guarded, records = apply_guards(seg, speech, cfg)
-        filtered.extend(records)
-        if guarded is not None:
-            kept.append(guarded)
-    for rec in filtered:
-        log.info("guard %s %s [%.2f-%.2f]: %r", rec["action"], rec["reason"], rec["start"], rec["end"], rec["text"])
     return PassResult(
         choice=choice,
         prompt=prompt,

@@ -170,7 +170,7 @@ def outputs(job) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     folder = job.dir / stage_folder_name("asr")
     return (
         json.loads((folder / "transcript.json").read_text()),
-        json.loads((folder / "asr_filtered.json").read_text()),
+        json.loads((folder / "decode_report.json").read_text())["records"],
     )
 
 

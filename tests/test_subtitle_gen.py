@@ -52,6 +52,16 @@ SCRIPT = [  # id, start, end, speaker, Hindi, English
 ]
 
 
+def decode_report() -> dict:
+    """Every line's speech fully under words but the one at 20-22 s; one dropped hallucination."""
+    regions = [{"start": s, "end": e, "covered_s": e - s} for _, s, e, *_ in SCRIPT]
+    regions.append({"start": 20.0, "end": 22.0, "covered_s": 0.0})
+    records = [
+        {"start": 30.0, "end": 31.0, "text": "thanks for watching", "reason": "stock_phrase", "action": "dropped"}
+    ]
+    return {"records": records, "regions": regions}
+
+
 def upstream(job: Job, *, fps: float | None = 24.0, clip: dict | None = None) -> dict:
     transcript = {
         "language": "hi",
@@ -94,7 +104,7 @@ def upstream(job: Job, *, fps: float | None = 24.0, clip: dict | None = None) ->
     }
     return {
         "demux": fake_result(job, "demux", {"media.json": media, "audio.wav": "not read"}),
-        "asr": fake_result(job, "asr", {"transcript.json": transcript}),
+        "asr": fake_result(job, "asr", {"transcript.json": transcript, "decode_report.json": decode_report()}),
         "post_ner": fake_result(job, "post_ner", {"english.json": english}),
         "lyrics_detection": fake_result(job, "lyrics_detection", {"songs.json": songs}),
     }
@@ -148,6 +158,11 @@ def test_writes_english_and_hindi_in_three_formats_with_qc(tmp_path: Path, film:
     assert result.summary["qc"]["en"]["events"] == len(srt)
     md = (job.dir / stage_folder_name("subtitle_gen") / "qc.md").read_text()
     assert "| reading_speed |" in md
+    spoken = sum(e - s for _, s, e, *_ in SCRIPT if not SONG[0] <= (s + e) / 2 <= SONG[1])
+    assert qc["speech_coverage"] == round(spoken / (spoken + 2.0), 3) and qc["uncovered"] == [
+        {"start": 20.0, "end": 22.0}
+    ]
+    assert "no words over the speech at 20.00-22.00 s" in md and "| dropped | stock_phrase |" in md
     print("QC en:", result.summary["qc"]["en"])
 
 
