@@ -214,4 +214,21 @@ def _run_flow(
         )
         return 1
     print(f"job {job.job_id} finished: {len(results)} stages; outputs in {job.output_dir}")
+    print(finish_message(results))
     return 0
+
+
+def finish_message(results: dict[str, Any]) -> str:
+    """Which Whisper model the run used (and why, and how to get a better one), and the subtitle QC in brief."""
+    lines = []
+    asr = results.get("asr")
+    if asr is not None:
+        reason = asr.summary.get("model_reason")
+        lines.append(f"ASR model: {asr.summary.get('model')}" + (f" ({reason})" if reason else ""))
+    subtitles = results.get("subtitle_gen")
+    if subtitles is not None:
+        summary = subtitles.summary
+        tracks = ", ".join(f"{t['language']} {t['events']} events" for t in summary.get("tracks", []))
+        lines.append(f"subtitles: {tracks}; {summary.get('hard_violations')} hard-rule breaks; speech covered "
+                     f"{100 * float(summary.get('speech_coverage', 1.0)):.0f} %")  # fmt: skip
+    return "\n".join(lines)

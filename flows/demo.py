@@ -148,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     glossary.write_text(sample.glossary, encoding="utf-8")
     job = prepare_job(film, demo_overrides(glossary, sample))
     print(f"job {job.job_id}: {job.dir}", file=sys.stderr)
-    subtitle(job_id=job.job_id)
+    from flows.cli import finish_message
+
+    results = subtitle(job_id=job.job_id)
     outputs = sorted(p for p in job.output_dir.iterdir() if not p.name.startswith("."))
     print(f"job {job.job_id} finished; outputs in {job.output_dir}:")
     for path in outputs:
         print(f"  {path}")
+    print(finish_message(results))
     return 0

@@ -83,6 +83,7 @@ def music(seconds: float, *, drums: bool = True) -> np.ndarray:
         run(
             [
                 "sox",
+                "-R",  # repeatable: the synth's noise is seeded, so the same film every time
                 "-n",
                 "-r",
                 str(RATE),

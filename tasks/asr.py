@@ -42,7 +42,7 @@ from hardware.policy import StageDevice
 from settings.stages import AsrSettings
 from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.devanagari import SEED as DEVANAGARI_SEED
-from tasks.devanagari import devanagari_share, devanagari_terms
+from tasks.devanagari import devanagari_share, devanagari_terms, latin_share
 from tasks.documents import (
     CoveredRegion,
     DecodeReport,
@@ -349,6 +349,33 @@ def _shift(value: float | None, offset: float) -> float | None:
 # The stage -----------------------------------------------------------------------------
 
 
+def split_at_script(seg: Decoded, min_latin_words: int = 3) -> list[Decoded]:
+    """A Hindi-pass segment cut where it changes between Devanagari and a run of Latin words (an English line
+    said right after a Hindi one); a Latin name or two inside Hindi stays where it is."""
+    if len(seg.words) < min_latin_words + 1:
+        return [seg]
+    latin = [devanagari_share(w["word"]) < 0.5 for w in seg.words]
+    runs: list[list[int]] = []
+    for i, is_latin in enumerate(latin):
+        if runs and latin[runs[-1][0]] == is_latin:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    for run in runs:  # short Latin runs (names) belong to the Hindi around them
+        if latin[run[0]] and len(run) < min_latin_words:
+            for i in run:
+                latin[i] = False
+    pieces: list[list[dict[str, Any]]] = []
+    for i, word in enumerate(seg.words):
+        if i == 0 or latin[i] != latin[i - 1]:
+            pieces.append([])
+        pieces[-1].append(word)
+    if len(pieces) == 1:
+        return [seg]
+    return [replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
+            for words in pieces]  # fmt: skip
+
+
 def label_mixed_language(segments: list[Decoded], mixed: list[str], log: Any) -> list[dict[str, Any]]:
     """Hindi segments not written in Devanagari, listed (and labelled English when the film mixes English in).
 
@@ -361,7 +388,7 @@ def label_mixed_language(segments: list[Decoded], mixed: list[str], log: Any) ->
         share = devanagari_share(seg.text)
         if share >= 0.5:
             continue
-        said = "en" if "en" in mixed else None
+        said = "en" if "en" in mixed and latin_share(seg.text) >= 0.5 else None  # Urdu script is no English
         seg.language = said
         log.warning("Hindi segment [%.2f-%.2f] is %.0f%% Devanagari%s: %r", seg.start, seg.end, 100 * share,
                     " (taken as said in English)" if said else "", seg.text)  # fmt: skip
@@ -376,7 +403,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="3", gpu=True, preflight=asr_preflight)
+@stage("asr", version="4", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,
@@ -411,6 +438,7 @@ def asr(
     out = whisper_pass(request, audio, speech, ctx.device, ctx.cache_root, ctx.log, ctx.progress, choose_language)
     kept = out.kept
     if hindi:
+        kept = [piece for seg in kept for piece in split_at_script(seg)]
         out.filtered += label_mixed_language(kept, settings.mixed_languages, ctx.log)
     mode = "whisper"
     source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
@@ -458,6 +486,7 @@ def asr(
         "language": out.language,
         "language_probability": out.language_probability,
         "model": out.choice.spec,
+        "model_reason": out.choice.reason,
         "device": ctx.device.device,
         "compute_type": out.compute_type,
         "batch_size": out.batch_size,

@@ -226,13 +226,32 @@ def _consecutive(items: list[str], order: list[str]) -> bool:
         return False
 
 
-def guard_prompt_echo(seg: Decoded, terms: list[str], prompt: str | None) -> tuple[Decoded | None, Record | None]:
+def intro_start(toks: list[str], intro: str) -> int | None:
+    """The token where the prompt's intro ("Names in this film") begins, or None."""
+    wanted = normalise(intro).split()
+    norm = [normalise(t) for t in toks]
+    for i in range(len(norm)):
+        joined = " ".join(w for w in norm[i : i + len(wanted) + 2] if w).split()
+        if joined[: len(wanted)] == wanted:
+            return i
+    return None
+
+
+def guard_prompt_echo(
+    seg: Decoded, terms: list[str], prompt: str | None, intro: str | None = None
+) -> tuple[Decoded | None, Record | None]:
     """Drop a segment that is the prompt or hotword list recited; cut such a recital off a segment's end."""
     text = normalise(seg.text)
     if not text:
         return seg, None
     if prompt and len(text.split()) >= 3 and fuzz.ratio(text, normalise(prompt)) >= 90:
         return None, record(seg, "prompt_echo", "dropped")
+    at = intro_start(tokens_of(seg), intro) if intro else None
+    if at is not None:  # "... Names in this film, ...": the prompt's own words, and whatever follows them
+        if at == 0:
+            return None, record(seg, "prompt_echo", "dropped")
+        changed = with_tokens(seg, list(range(at)))
+        return changed, record(seg, "prompt_echo", "changed", changed)
     if not terms:
         return seg, None
     toks = tokens_of(seg)
@@ -285,6 +304,7 @@ class GuardSettings:
     stock_phrases: tuple[str, ...] = ()
     prompt_terms: tuple[str, ...] = ()
     prompt: str | None = None
+    prompt_intro: str | None = None  # the words before the names in the prompt
 
 
 def apply_guards(
@@ -295,7 +315,7 @@ def apply_guards(
     steps = (
         lambda s: guard_silence(s, speech),
         lambda s: guard_no_speech(s, cfg.no_speech_threshold, cfg.log_prob_threshold),
-        lambda s: guard_prompt_echo(s, list(cfg.prompt_terms), cfg.prompt),
+        lambda s: guard_prompt_echo(s, list(cfg.prompt_terms), cfg.prompt, cfg.prompt_intro),
         guard_repeats,
         lambda s: guard_compression(s, cfg.compression_ratio_threshold),
         lambda s: guard_stock_phrase(

@@ -26,6 +26,12 @@ def devanagari_share(text: str) -> float:
     return sum(map(is_devanagari, letters)) / len(letters) if letters else 1.0
 
 
+def latin_share(text: str) -> float:
+    """The share of the letters of `text` that are Latin (English said in a Hindi film, or romanised Hindi)."""
+    letters = [c for c in text if unicodedata.category(c)[0] in "LM"]
+    return sum(c.isascii() or "LATIN" in unicodedata.name(c, "") for c in letters) / len(letters) if letters else 0.0
+
+
 def to_devanagari(name: str) -> str:
     """A Latin name in Devanagari (`Simran` -> `सिम्रन`), by indic-transliteration's ITRANS reading.
 

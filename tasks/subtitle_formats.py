@@ -70,6 +70,9 @@ def qc_markdown(report: dict[str, Any]) -> str:
                 f"| {item['index']} | {item['start']:.2f} | {item['end']:.2f} | {item['cps']} | "
                 f"{item['limited_by']} | {text} |"
             )
+    if report.get("segment_languages"):
+        said = ", ".join(f"{code} {n}" for code, n in report["segment_languages"].items())
+        lines += ["", f"Transcript segments by the language they were said in: {said}"]
     if "speech_coverage" in report:
         lines += ["", f"Speech covered by words (VAD speech outside songs): {100 * report['speech_coverage']:.1f} %"]
         for region in report.get("uncovered", []):

@@ -11,6 +11,7 @@ the film, not the clip.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,6 +196,7 @@ def subtitle_gen(
     qc["hard_violations"] = sum(data["counts"][rule] for data in qc["tracks"].values() for rule in HARD_RULES)
     qc |= speech_coverage(decoding, songs.get("regions", []))
     qc["decode_records"] = [r.model_dump() for r in decoding.records]
+    qc["segment_languages"] = dict(Counter(s.language or transcript.language for s in transcript.segments))
     ctx.write(subtitle_set)
     ctx.write_json("qc.json", qc)
     ctx.report("qc.md", qc_markdown(qc), f"Subtitle QC of job {ctx.job.job_id}: events breaking each rule")

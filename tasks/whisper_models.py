@@ -382,8 +382,16 @@ class Prompt:
     tokens: int  # prompt tokens in all
 
 
+NAMES_INTRO = "Names in this film:"  # before the names in the prompt; a guard cuts its echo
+
+
 def build_prompt(
-    user_prompt: str, terms: list[str], count_tokens: Callable[[str], int], budget: int, hotword_share: float = 1 / 3
+    user_prompt: str,
+    terms: list[str],
+    count_tokens: Callable[[str], int],
+    budget: int,
+    hotword_share: float = 1 / 3,
+    intro: str = NAMES_INTRO,
 ) -> Prompt:
     """Hotwords (the top names) and the initial prompt (the user's text, then the names left over), within budget.
 
@@ -408,7 +416,7 @@ def build_prompt(
     hot_tokens = count_tokens(" " + ", ".join(hot)) if hot else 0
 
     def prompt_text(items: list[str]) -> str:
-        names = "Names in this film: " + ", ".join(items) + "." if items else ""
+        names = f"{intro} " + ", ".join(items) + "." if items else ""
         return " ".join(part for part in (user, names) if part)
 
     in_prompt = _fit(unique[len(hot) :], count_tokens, budget - hot_tokens, prompt_text)
@@ -437,7 +445,13 @@ def _fit(
 
 
 def model_prompt(
-    model_path: Path, user_prompt: str, terms: list[str], budget: int, setting: str, hotword_share: float = 0.0
+    model_path: Path,
+    user_prompt: str,
+    terms: list[str],
+    budget: int,
+    setting: str,
+    hotword_share: float = 0.0,
+    intro: str = NAMES_INTRO,
 ) -> Prompt:
     """The prompt counted with the model's own tokenizer, read from its folder before the model loads
     (the prompt is part of the options fixed at load time)."""
@@ -456,6 +470,7 @@ def model_prompt(
         lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids),
         budget,
         hotword_share,
+        intro,
     )
 
 

@@ -22,6 +22,7 @@ from hardware.policy import StageDevice
 from settings.stages import WhisperDecoding
 from tasks.asr_guards import GuardSettings, Record, apply_guards, repeated_across
 from tasks.whisper_models import (
+    NAMES_INTRO,
     Audio,
     Decoded,
     ModelChoice,
@@ -51,6 +52,7 @@ class PassRequest:
     prompt_budget: int = 160
     initial_prompt: str = ""
     hotword_share: float = 0.0
+    names_intro: str = NAMES_INTRO  # in the language of the pass: a Latin intro pulls Hindi towards Latin letters
     # Drop a sentence repeated over neighbouring segments (a translate pass's loop; a transcript's chorus is real).
     drop_repeats_across: bool = False
 
@@ -136,6 +138,7 @@ def whisper_pass(
         request.prompt_budget,
         request.setting,
         request.hotword_share,
+        request.names_intro,
     )
     if choice.reason:
         log.info("%s", choice.reason)
@@ -167,6 +170,7 @@ def whisper_pass(
         stock_phrases=tuple(decoding.stock_phrases),
         prompt_terms=prompt.terms,
         prompt=prompt.initial_prompt,
+        prompt_intro=request.names_intro,
     )
     started = time.monotonic()
     with loaded(
