@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ from tasks.whisper_models import (
     cached_snapshot,
     covered_seconds,
     detect_language,
+    fetch_command,
     is_multilingual,
     loaded,
     release,
@@ -211,15 +213,13 @@ def split_at_speakers(seg: Decoded, turns: list[dict[str, Any]]) -> list[Decoded
     runs a quick exchange into one segment); scores are the segment's."""
     if not turns or len(seg.words) < 2:
         return [seg]
-    pieces: list[list[dict[str, Any]]] = []
-    previous = object()
-    for word in seg.words:
-        speaker = speaker_of(word["start"], word["end"], turns)
-        if speaker != previous:
-            pieces.append([])
-            previous = speaker
-        pieces[-1].append(word)
-    if len(pieces) == 1:
+    return cut_where_labels_change(seg, [speaker_of(w["start"], w["end"], turns) for w in seg.words])
+
+
+def cut_where_labels_change(seg: Decoded, labels: list[Any]) -> list[Decoded]:
+    """The segment cut between words whose labels (one per word) differ; scores stay the segment's."""
+    pieces = [[w for w, _ in run] for _, run in groupby(zip(seg.words, labels, strict=True), key=lambda p: p[1])]
+    if len(pieces) < 2:
         return [seg]
     return [
         replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
@@ -285,7 +285,7 @@ def aligner_source(language: str, setting: str | None, cache_root: Path) -> tupl
     if cached is None:
         return None, (
             f"the aligner {name} is not in the model cache; fetch it with "
-            f"`HF_HOME={Path(cache_root) / 'huggingface'} hf download {name}` (setting ASR__ALIGN_MODEL)"
+            f"`{fetch_command(name, cache_root)}` (setting ASR__ALIGN_MODEL)"
         )
     return AlignerSource(name=str(cached), model_dir=None), f"cached {name}"
 
@@ -352,28 +352,11 @@ def _shift(value: float | None, offset: float) -> float | None:
 def split_at_script(seg: Decoded, min_latin_words: int = 3) -> list[Decoded]:
     """A Hindi-pass segment cut where it changes between Devanagari and a run of Latin words (an English line
     said right after a Hindi one); a Latin name or two inside Hindi stays where it is."""
-    if len(seg.words) < min_latin_words + 1:
-        return [seg]
-    latin = [devanagari_share(w["word"]) < 0.5 for w in seg.words]
-    runs: list[list[int]] = []
-    for i, is_latin in enumerate(latin):
-        if runs and latin[runs[-1][0]] == is_latin:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    for run in runs:  # short Latin runs (names) belong to the Hindi around them
-        if latin[run[0]] and len(run) < min_latin_words:
-            for i in run:
-                latin[i] = False
-    pieces: list[list[dict[str, Any]]] = []
-    for i, word in enumerate(seg.words):
-        if i == 0 or latin[i] != latin[i - 1]:
-            pieces.append([])
-        pieces[-1].append(word)
-    if len(pieces) == 1:
-        return [seg]
-    return [replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
-            for words in pieces]  # fmt: skip
+    latin: list[bool] = []
+    for is_latin, run in groupby(devanagari_share(w["word"]) < 0.5 for w in seg.words):
+        size = len(list(run))
+        latin += [is_latin and size >= min_latin_words] * size  # short Latin runs (names) stay with the Hindi
+    return cut_where_labels_change(seg, latin)
 
 
 def label_mixed_language(segments: list[Decoded], mixed: list[str], log: Any) -> list[dict[str, Any]]:

@@ -69,7 +69,6 @@ class PassResult:
     redecoded: int
     compute_type: str
     batch_size: int
-    seconds: float
 
 
 def guarded(decoded: list[Decoded], speech: list[dict[str, float]], cfg: GuardSettings,
@@ -86,14 +85,9 @@ def guarded(decoded: list[Decoded], speech: list[dict[str, float]], cfg: GuardSe
     return kept, records
 
 
-@dataclass
-class Retried:
-    kept: list[Decoded]
-    records: list[Record]
-
-
 def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
-                     request: PassRequest, cfg: GuardSettings, log: logging.Logger) -> Retried:  # fmt: skip
+                     request: PassRequest, cfg: GuardSettings,
+                     log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
     """No speech left behind: each VAD region (over 0.5 s) that no kept word covers is decoded again on its own,
     without the names in the prompt (a name list can make Whisper recite instead of listen) and with temperature
     fallback, and kept when it passes the guards. Only the script-setting part of the prompt stays (Hindi's
@@ -112,7 +106,7 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
         text = " ".join(s.text for s in passed)
         action = "redecoded" if passed else "uncovered"
         records.append({**region, "text": text, "action": action, "reason": "speech without words"})
-    return Retried(kept=found, records=records)
+    return found, records
 
 
 def whisper_pass(
@@ -207,9 +201,9 @@ def whisper_pass(
             for rec in repeats:
                 log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
             filtered += repeats
-        retried = decode_uncovered(decoder, audio, speech, kept, request, cfg, log)
-        kept = sorted(kept + retried.kept, key=lambda s: s.start)
-        filtered += retried.records
+        retried, records = decode_uncovered(decoder, audio, speech, kept, request, cfg, log)
+        kept = sorted(kept + retried, key=lambda s: s.start)
+        filtered += records
         del pipeline, decoder
     return PassResult(
         choice=choice,
@@ -222,5 +216,4 @@ def whisper_pass(
         redecoded=redecoded,
         compute_type=compute_type,
         batch_size=batch_size,
-        seconds=round(time.monotonic() - started, 1),
     )
