@@ -7,7 +7,7 @@ from typing import Any
 
 from settings.jobs import Job, JobFile, allocate_job_id, fingerprint, job_dir_for, now_iso, write_text_atomic
 from settings.model import Settings, job_env_text, load_settings
-from tasks.media import MediaError, audio_streams, probe
+from tasks.media import MIN_DURATION_S, MediaError, audio_streams, media_duration, probe, truncation
 
 
 class InputError(ValueError):
@@ -15,7 +15,11 @@ class InputError(ValueError):
 
 
 def checked_input(path: Path) -> dict[str, Any]:
-    """ffprobe facts of a usable film, or InputError saying what is wrong with it."""
+    """ffprobe facts of a usable film, or InputError saying what is wrong with it.
+
+    Only cheap checks (a stat, ffprobe, a few packets read near the end), so a bad file is
+    refused in a second, before a job folder exists or any model is loaded.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
@@ -27,12 +31,20 @@ def checked_input(path: Path) -> dict[str, Any]:
             fh.read(1)
     except OSError as exc:
         raise InputError(f"{path} is not readable ({exc.strerror}); check its permissions") from exc
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); there is nothing to subtitle")
     try:
         info = probe(path)
     except MediaError as exc:
-        raise InputError(str(exc)) from exc
+        raise InputError(f"{exc}; is it a film, and was it copied completely?") from exc
     if not audio_streams(info):
         raise InputError(f"{path} has no audio stream; there is nothing to subtitle")
+    duration = media_duration(info)
+    if duration is not None and duration < MIN_DURATION_S:
+        raise InputError(f"{path} is shorter than {MIN_DURATION_S:.0f} s ({duration:.2f} s), nothing to subtitle")
+    cut = truncation(path, info)
+    if cut:
+        raise InputError(f"{path} looks truncated: {cut}; copy it again")
     return info
 
 

@@ -8,14 +8,28 @@ import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
-JOB_ID_PATTERN = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{4})$")
+# ASCII digits only, and the whole string: no `..`, `/`, absolute path or trailing newline gets through.
+JOB_ID_PATTERN = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})-([0-9]{4})")
 FINGERPRINT_SAMPLE = 4 * 2**20
 
 
 class JobNotFound(LookupError):
     pass
+
+
+class InvalidJobId(JobNotFound, ValueError):
+    """A job id from outside (command line, deployment parameter) that is not `YYYYMMDD-NNNN`."""
+
+
+def job_id_date(job_id: object) -> tuple[str, str, str]:
+    """(year, month, day) of a well-formed job id; InvalidJobId for anything else, before it nears a path."""
+    match = JOB_ID_PATTERN.fullmatch(job_id) if isinstance(job_id, str) else None
+    if match is None:
+        raise InvalidJobId(f"{job_id!r} is not a job id (YYYYMMDD-NNNN)")
+    year, month, day, _ = match.groups()
+    return year, month, day
 
 
 class JobFile(BaseModel):
@@ -32,6 +46,12 @@ class JobFile(BaseModel):
 class Job(BaseModel):
     job_id: str
     dir: Path
+
+    @field_validator("job_id")
+    @classmethod
+    def _well_formed(cls, value: str) -> str:
+        job_id_date(value)
+        return value
 
     @property
     def env_file(self) -> Path:
@@ -96,19 +116,13 @@ def allocate_job_id(out_root: Path, day: date | None = None) -> str:
 
 
 def job_dir_for(out_root: Path, job_id: str, user: str) -> Path:
-    match = JOB_ID_PATTERN.match(job_id)
-    if not match:
-        raise ValueError(f"{job_id!r} is not a job id (YYYYMMDD-NNNN)")
-    year, month, day, _ = match.groups()
+    year, month, day = job_id_date(job_id)
     return out_root / year / month / day / user / job_id
 
 
 def find_job(out_root: Path, job_id: str) -> Job:
-    """The job with this id, whoever made it."""
-    match = JOB_ID_PATTERN.match(job_id)
-    if not match:
-        raise JobNotFound(f"{job_id!r} is not a job id (YYYYMMDD-NNNN)")
-    year, month, day, _ = match.groups()
+    """The job with this id, whoever made it. The id is checked first: it comes from outside."""
+    year, month, day = job_id_date(job_id)
     for candidate in sorted((out_root / year / month / day).glob(f"*/{job_id}")):
         if (candidate / "job.json").is_file():
             return Job(job_id=job_id, dir=candidate)

@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     subtitle_gen: SubtitleSettings = Field(default_factory=SubtitleSettings)
     mux: MuxSettings = Field(default_factory=MuxSettings)
 
+    @field_validator("user")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """USER names a folder under OUT_ROOT: one plain name, never a path."""
+        if value in {"", ".", ".."} or "/" in value or "\\" in value or "\0" in value:
+            raise ValueError(f"USER must be a plain name (it becomes a folder under OUT_ROOT), not {value!r}")
+        return value
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -192,10 +200,8 @@ def _check_job_env_keys(job_env: Path | None) -> None:
     """A typo in a job file must not be ignored, and secrets must never be in one."""
     if job_env is None:
         return
-    from dotenv import dotenv_values
-
     top = set(Settings.model_fields)
-    for key in dotenv_values(job_env):
+    for key in _job_env_keys(job_env):
         name = key.lower()
         head, _, rest = name.partition("__")
         if name in SECRET_FIELDS:
@@ -205,6 +211,25 @@ def _check_job_env_keys(job_env: Path | None) -> None:
         sub = Settings.model_fields[head].annotation
         if rest and (not isinstance(sub, type) or not issubclass(sub, BaseModel) or rest not in sub.model_fields):
             raise ValueError(f"{job_env}: unknown setting {key}")
+
+
+def _job_env_keys(job_env: Path) -> list[str]:
+    """The keys of a job file; a line that is not KEY=VALUE is an error, not silently dropped as dotenv does."""
+    from dotenv.parser import parse_stream
+
+    keys = []
+    with job_env.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            raw = binding.original.string
+            number = binding.original.line + raw.count("\n", 0, len(raw) - len(raw.lstrip()))
+            line = raw.strip()
+            if binding.error:
+                raise ValueError(f"{job_env}: line {number} is not KEY=VALUE: {line!r}")
+            if binding.key is not None and binding.value is None:
+                raise ValueError(f"{job_env}: line {number} gives {binding.key} no value: {line!r}")
+            if binding.key is not None:
+                keys.append(binding.key)
+    return keys
 
 
 def job_env_text(settings: Settings) -> str:

@@ -6,6 +6,7 @@ bounded whatever the film's length; the ffmpeg child's peak RSS is sampled and r
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,9 +18,19 @@ from settings.stages import DemuxSettings
 from tasks.contract import PermanentError, StageContext
 from tasks.documents import AudioStream, MediaInfo, Span
 from tasks.kernel import stage
-from tasks.media import SAMPLE_RATE, MediaError, audio_streams, probe, require_tool
+from tasks.media import (
+    SAMPLE_RATE,
+    MediaError,
+    audio_streams,
+    media_arg,
+    media_duration,
+    probe,
+    require_tool,
+    video_streams,
+)
 
 PREFERRED_LANGUAGE = "hi"  # with no default-flagged track, the first Hindi one is taken
+GUESS_LAYOUT_FROM = 5  # channels: an unlabelled stream with at least this many is read in ffmpeg's default order
 
 # ISO 639-1 code -> other tags seen in films (639-2/B and /T codes, English names).
 _LANGUAGE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -58,7 +69,7 @@ def normalise_language(tag: str | None) -> str | None:
 
 
 def stream_facts(info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every audio stream as {index, position, codec, channels, language, default}."""
+    """Every audio stream as {index, position, codec, channels, layout, language, default}."""
     facts = []
     for position, stream in enumerate(audio_streams(info)):
         tags = {k.lower(): v for k, v in (stream.get("tags") or {}).items()}
@@ -68,6 +79,7 @@ def stream_facts(info: dict[str, Any]) -> list[dict[str, Any]]:
                 "position": position,
                 "codec": stream.get("codec_name"),
                 "channels": stream.get("channels"),
+                "layout": stream.get("channel_layout"),
                 "language": tags.get("language"),
                 "default": bool((stream.get("disposition") or {}).get("default", 0)),
             }
@@ -77,9 +89,7 @@ def stream_facts(info: dict[str, Any]) -> list[dict[str, Any]]:
 
 def video_fps(info: dict[str, Any]) -> float | None:
     """Frame rate of the first real video stream (cover art is not one), or None."""
-    for stream in info.get("streams", []):
-        if stream.get("codec_type") != "video" or (stream.get("disposition") or {}).get("attached_pic"):
-            continue
+    for stream in video_streams(info):
         for key in ("avg_frame_rate", "r_frame_rate"):
             num, _, den = str(stream.get(key, "0/0")).partition("/")
             try:
@@ -91,15 +101,67 @@ def video_fps(info: dict[str, Any]) -> float | None:
     return None
 
 
-def media_duration(info: dict[str, Any]) -> float | None:
-    values = [info.get("format", {}).get("duration")] + [s.get("duration") for s in info.get("streams", [])]
-    for value in values:
-        try:
-            if value is not None and float(value) > 0:
-                return float(value)
-        except ValueError:
-            continue
-    return None
+@functools.lru_cache(maxsize=1)
+def standard_layouts() -> dict[str, tuple[str, ...]]:
+    """ffmpeg's named channel layouts ('5.1' -> FL, FR, FC, LFE, BL, BR), from `ffmpeg -layouts`."""
+    listing = subprocess.run(
+        [require_tool("ffmpeg"), "-hide_banner", "-layouts"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    _, _, table = listing.partition("Standard channel layouts:")
+    layouts = {}
+    for line in table.splitlines()[1:]:
+        name, _, channels = line.strip().partition(" ")
+        if name and channels.strip():
+            layouts[name] = tuple(channels.strip().split("+"))
+    return layouts
+
+
+def layout_channels(layout: str | None) -> tuple[str, ...]:
+    """The channels of an ffprobe channel layout ('5.1(side)', or spelled out as 'FL+FR+FC'); () when unknown."""
+    if not layout:
+        return ()
+    if "+" in layout:
+        return tuple(layout.split("+"))
+    return standard_layouts().get(layout, ())
+
+
+def stream_layout(stream: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The stream's layout, named, and its channels in order.
+
+    A surround stream without a layout (an AAC 5.1(side), some WAVs) is taken in ffmpeg's own
+    default order for its channel count, as ffmpeg itself does: 6 channels as 5.1, 8 as 7.1.
+    Fewer channels are ambiguous (quad or 4.0?) and stay unknown.
+    """
+    layout = stream.get("layout")
+    channels = layout_channels(layout)
+    if channels:
+        return str(layout), channels
+    count = int(stream.get("channels") or 0)
+    if count >= GUESS_LAYOUT_FROM:
+        for name, names in standard_layouts().items():
+            if len(names) == count:
+                return f"{count} channels taken as {name}", names
+    return f"{count} channels", ()
+
+
+def dialogue_channel(stream: dict[str, Any], settings: DemuxSettings) -> int | None:
+    """The index of the centre channel (FC) when the dialogue should come from it alone, else None (all mixed).
+
+    A surround mix (3.0, 5.1, 7.1...) puts the dialogue in the centre channel; the other
+    channels carry music and effects, which only make it harder to recognise.
+    """
+    if settings.dialogue_channel != "centre" or int(stream.get("channels") or 0) < 3:
+        return None
+    channels = stream_layout(stream)[1]
+    return channels.index("FC") if "FC" in channels else None
+
+
+def channel_note(stream: dict[str, Any], channel: int | None) -> str:
+    """What the mono WAV was made of, for the log and the summary ('FC of 5.1', 'mix of stereo', 'mono')."""
+    layout = stream_layout(stream)[0]
+    if channel is not None:
+        return f"FC of {layout}"
+    return "mono" if stream.get("channels") == 1 else f"mix of {layout}"
 
 
 def select_stream(streams: list[dict[str, Any]], settings: DemuxSettings) -> tuple[dict[str, Any], str]:
@@ -150,16 +212,26 @@ def clip_range(settings: DemuxSettings, duration: float | None) -> dict[str, flo
 
 
 def ffmpeg_args(
-    source: Path, target: Path, position: int, sample_rate: int, clip: dict[str, float] | None
+    source: Path,
+    target: Path,
+    position: int,
+    sample_rate: int,
+    clip: dict[str, float] | None,
+    channel: int | None = None,
 ) -> list[str]:
-    """The ffmpeg command: one audio stream, downmixed and resampled, streamed into a PCM WAV."""
+    """The ffmpeg command: one audio stream, as one channel (by index) or all downmixed, resampled into a PCM WAV.
+
+    An argument list with absolute paths: no shell, and a name beginning with `-` is no option.
+    """
     input_options: dict[str, Any] = {"ss": clip["start"]} if clip and clip["start"] > 0 else {}
     output_options: dict[str, Any] = {"ac": 1, "ar": sample_rate, "acodec": "pcm_s16le", "f": "wav"}
+    if channel is not None:  # by index: works also where the stream has no layout for ffmpeg to name FC by
+        output_options["af"] = f"pan=mono|c0=c{channel}"
     if clip:
         output_options["t"] = round(clip["end"] - clip["start"], 6)
-    stream = ffmpeg.input(str(source), **input_options)[f"a:{position}"]
+    stream = ffmpeg.input(media_arg(source), **input_options)[f"a:{position}"]
     command = (
-        ffmpeg.output(stream, str(target), **output_options)
+        ffmpeg.output(stream, media_arg(target), **output_options)
         .global_args(
             "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-progress", "pipe:1", "-stats_period", "0.2"
         )
@@ -219,7 +291,7 @@ def wav_duration(path: Path) -> float:
 AUDIO_FILE = "audio.wav"
 
 
-@stage("demux", version="2")
+@stage("demux", version="3")
 def demux(ctx: StageContext, settings: DemuxSettings) -> dict:
     source = Path(ctx.job_file.input_path)
     if not source.is_file():
@@ -246,9 +318,12 @@ def demux(ctx: StageContext, settings: DemuxSettings) -> dict:
     if clip:
         ctx.log.info("clip %.2f-%.2f s", clip["start"], clip["end"])
     expected = (clip["end"] - clip["start"]) if clip else duration
-    ctx.log.info("decoding on cpu with ffmpeg to %d Hz mono PCM", SAMPLE_RATE)
+    channel = dialogue_channel(selected, settings)
+    downmix = channel_note(selected, channel)
+    ctx.log.info("decoding on cpu with ffmpeg to %d Hz mono PCM: %s", SAMPLE_RATE, downmix)
     with ctx.output(AUDIO_FILE) as tmp:
-        peak_mb = run_ffmpeg(ffmpeg_args(source, tmp, selected["position"], SAMPLE_RATE, clip), expected, ctx.progress)
+        args = ffmpeg_args(source, tmp, selected["position"], SAMPLE_RATE, clip, channel)
+        peak_mb = run_ffmpeg(args, expected, ctx.progress)
         audio_s = wav_duration(tmp)
         if audio_s <= 0:
             raise PermanentError(f"audio stream {selected['index']} of {source} decoded to no samples.")
@@ -272,5 +347,6 @@ def demux(ctx: StageContext, settings: DemuxSettings) -> dict:
         "language": selected["language"],
         "streams": len(streams),
         "clip": clip,
+        "channels": downmix,
         "ffmpeg_peak_rss_mb": round(peak_mb, 1),
     }

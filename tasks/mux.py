@@ -3,8 +3,11 @@
 Video and audio are copied (no re-encoding); the target-language track (English) comes
 first and is the default, the source-language track follows. Tracks carry ISO 639-2 tags
 (`en` -> `eng`, `hi` -> `hin`) and a title. MKV by default (SRT tracks), MP4 with
-`mov_text` when asked. The file is written to a temporary name in the job's `output/` and
-renamed only after ffprobe has confirmed it; the input film is only read.
+`mov_text` when asked; audio with no video (an `.m4a`, a `.wav`) becomes `.mka` or `.m4a`.
+A track with no events (a silent film) is left out, and with none left the stage is skipped
+with a note, since ffmpeg cannot read an empty SRT and a copy without subtitles helps nobody.
+The file is written to a temporary name in the job's `output/` and renamed only after
+ffprobe has confirmed it; the input film is only read.
 
 Overwriting: an existing `<stem>.subtitled.<ext>` is replaced only when MUX__OVERWRITE is
 true, or when it is this job's own previous output: the stage keeps `mux.json` in its folder
@@ -26,8 +29,8 @@ from settings.jobs import fingerprint
 from settings.stages import MuxSettings
 from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.documents import SubtitleFormat, SubtitleSet
-from tasks.kernel import stage
-from tasks.media import MediaError, probe, require_tool
+from tasks.kernel import StageSkipped, stage
+from tasks.media import MediaError, media_arg, probe, require_tool, video_streams
 
 RECORD = "mux.json"
 
@@ -69,6 +72,8 @@ SUBTITLE_CODEC = {
     "mp4": {"srt": "mov_text", "ass": "mov_text", "vtt": "mov_text"},
 }
 ENCODER = {"subrip": "srt", "ass": "ass", "webvtt": "webvtt", "mov_text": "mov_text"}
+# Audio with no video: the names players expect for the same containers.
+AUDIO_ONLY_EXTENSION = {"mkv": "mka", "mp4": "m4a"}
 # MP4 keeps no per-track title; players show the handler name instead.
 TITLE_TAG = {"mkv": "title", "mp4": "handler_name"}
 
@@ -114,8 +119,13 @@ def choose_format(files: dict[SubtitleFormat, str]) -> SubtitleFormat:
     )
 
 
-def output_name(input_path: Path, container: str) -> str:
-    return f"{input_path.stem}.subtitled.{container}"
+def output_extension(container: str, info: dict[str, Any]) -> str:
+    """The container's own extension for a film; `mka` / `m4a` for audio alone (cover art is no video)."""
+    return container if video_streams(info) else AUDIO_ONLY_EXTENSION[container]
+
+
+def output_name(input_path: Path, extension: str) -> str:
+    return f"{input_path.stem}.subtitled.{extension}"
 
 
 def streams_of(info: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -124,8 +134,8 @@ def streams_of(info: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 def mux_command(source: Path, tracks: list[Track], target: Path, container: str, info: dict[str, Any]) -> Any:
     """The ffmpeg-python graph: copy video and audio, add the tracks, tag them, English default."""
-    film = ffmpeg.input(str(source))
-    subs = [ffmpeg.input(str(track.path)) for track in tracks]
+    film = ffmpeg.input(media_arg(source))
+    subs = [ffmpeg.input(media_arg(track.path)) for track in tracks]
     first_sub = len(streams_of(info, "video")) + len(streams_of(info, "audio"))
     codec = SUBTITLE_CODEC[container]
     options: dict[str, Any] = {"c:v": "copy", "c:a": "copy", "map_metadata": 0, "map_chapters": 0}
@@ -137,7 +147,8 @@ def mux_command(source: Path, tracks: list[Track], target: Path, container: str,
     if container == "mp4":
         options["movflags"] = "+faststart"
     streams = [film["v?"], film["a"]] + [sub["s"] for sub in subs]
-    return ffmpeg.output(*streams, str(target), **options).overwrite_output()
+    command = ffmpeg.output(*streams, media_arg(target), **options)
+    return command.global_args("-nostdin", "-hide_banner", "-v", "error").overwrite_output()
 
 
 def verify(info_in: dict[str, Any], info_out: dict[str, Any], tracks: list[Track], container: str) -> list[str]:
@@ -182,17 +193,27 @@ def own_previous_output(target: Path, record_path: Path) -> bool:
 
 
 def subtitle_tracks(ctx: StageContext, subtitles: StageResult) -> list[Track]:
-    """The tracks of subtitle_gen's subtitle set, in its order (the target language first)."""
+    """The tracks of subtitle_gen's subtitle set that have events, in its order (the target language first).
+
+    A track without events is left out (ffmpeg cannot read an empty SRT); with none left the
+    stage is skipped, with the reason as its note.
+    """
+    entries = ctx.read(subtitles, SubtitleSet).tracks
+    if not entries:
+        raise PermanentError("subtitle_gen listed no subtitle tracks; run it again.")
     tracks = []
-    for entry in ctx.read(subtitles, SubtitleSet).tracks:
+    for entry in entries:
+        if entry.events == 0:
+            ctx.log.info("%s track has no events: not muxed", entry.language)
+            continue
         fmt = choose_format(entry.files)
         tracks.append(Track(language=entry.language, path=ctx.file(subtitles, entry.files[fmt]), fmt=fmt))
     if not tracks:
-        raise PermanentError("subtitle_gen listed no subtitle tracks; run it again.")
+        raise StageSkipped("no subtitle events (no speech was found), so no subtitled copy was made")
     return tracks
 
 
-@stage("mux", version="2")
+@stage("mux", version="3")
 def mux(ctx: StageContext, settings: MuxSettings, subtitle_gen: StageResult) -> dict:
     require_tool("ffmpeg")
     source = Path(ctx.job_file.input_path)
@@ -200,7 +221,11 @@ def mux(ctx: StageContext, settings: MuxSettings, subtitle_gen: StageResult) -> 
         raise PermanentError(f"the input film {source} is missing; put it back or prepare the job again.")
     container = settings.container
     tracks = subtitle_tracks(ctx, subtitle_gen)
-    name = output_name(source, container)
+    try:
+        info_in = probe(source)
+    except MediaError as exc:
+        raise PermanentError(str(exc)) from exc
+    name = output_name(source, output_extension(container, info_in))
     target = ctx.job.output_dir / name
     record_path = ctx.out_dir / RECORD
     if target.exists():
@@ -213,10 +238,6 @@ def mux(ctx: StageContext, settings: MuxSettings, subtitle_gen: StageResult) -> 
                 f"{target} already exists and is not this job's previous mux output; move it away "
                 f"or set MUX__OVERWRITE=true to replace it."
             )
-    try:
-        info_in = probe(source)
-    except MediaError as exc:
-        raise PermanentError(str(exc)) from exc
     ctx.log.info(
         "muxing on cpu (stream copy) into %s: %s",
         container,

@@ -1,8 +1,12 @@
-"""Run one stage body under the stage contract, without Prefect (for stage tests)."""
+"""Run one stage body under the stage contract, without Prefect (for stage tests); run the command line."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,17 @@ from tasks.contract import StageResult, file_record, stage_folder_name
 from tasks.kernel import RunEnv, StageSpec, execute
 
 CPU = StageDevice(device="cpu", compute_type="int8", batch_size=4)
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path = PROJECT, timeout: int = 60) -> tuple[subprocess.CompletedProcess, float]:
+    """`python -m flows.subtitle ...` in `cwd`, and its wall time. The Prefect API points at a port nothing
+    listens on: a command that should not reach a server fails fast instead of hanging."""
+    env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api", "PYTHONPATH": str(PROJECT)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.subtitle", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=timeout)  # fmt: skip
+    return done, time.monotonic() - started
 
 
 def make_job(root: Path, film: Path | None = None, job_id: str = "20260101-0001") -> Job:

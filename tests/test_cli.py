@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from flows.prepare import prepare_job
 from tests.media import make_film, noise
+from tests.support import cli
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str, timeout: int = 60) -> tuple[subprocess.CompletedProcess, float]:
-    env = os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens: a server call would hang
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.subtitle", *args],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
-    return done, time.monotonic() - started
 
 
 @pytest.fixture

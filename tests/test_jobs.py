@@ -1,4 +1,4 @@
-"""prepare, job ids, bad input, status, cache folders."""
+"""prepare, job ids, status, cache folders (bad input: tests/test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from settings.jobs import fingerprint
-from tests.media import make_film, noise, require
+from tests.media import make_film, noise
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -67,58 +67,6 @@ def test_parallel_prepares_get_distinct_ids(film: Path, out_root: Path) -> None:
     ids = [p.communicate(timeout=180)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert len(set(ids)) == 4, ids
-
-
-@pytest.mark.parametrize("case", ["missing", "directory", "not_media", "no_audio", "unreadable"])
-def test_bad_input_is_refused_before_anything_is_created(case: str, tmp_path: Path, out_root: Path) -> None:
-    if case == "missing":
-        target, message = tmp_path / "nope.mkv", "no such file"
-    elif case == "directory":
-        target, message = tmp_path, "is a directory"
-    elif case == "not_media":
-        target, message = tmp_path / "notes.mkv", "not readable media"
-        target.write_text("this is not a film")
-    elif case == "no_audio":
-        require("ffmpeg")
-        target, message = tmp_path / "silent.mkv", "no audio stream"
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=64x64:rate=25:duration=1",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                str(target),
-            ],
-            check=True,
-        )
-    else:
-        target, message = unreadable_file(tmp_path), "not readable"
-    done = cli("prepare", str(target))
-    assert done.returncode == 2
-    assert message in done.stderr and "Traceback" not in done.stderr
-    assert not out_root.exists() or not list(out_root.glob("2*/**/job.json"))
-
-
-def unreadable_file(tmp_path: Path) -> Path:
-    """A file this user cannot read: chmod 0 for a user, a write-only sysfs file for root."""
-    if os.geteuid() != 0:
-        target = tmp_path / "locked.mkv"
-        target.write_text("x")
-        target.chmod(0)
-        return target
-    for candidate in sorted(Path("/sys").glob("devices/**/rescan"))[:20]:
-        try:
-            candidate.open("rb").close()
-        except PermissionError:
-            return candidate
-    raise RuntimeError("no unreadable file found for root under /sys; run the tests as an ordinary user")
 
 
 def test_status_of_an_unknown_job(out_root: Path) -> None:
