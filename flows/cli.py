@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -28,6 +28,25 @@ from tasks.contract import STAGE_ORDER
 
 class UsageError(ValueError):
     """A mistake on the command line: one line to the user, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one line and exit status 2, like every other usage error here."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def refuse_option_like_films(argv: list[str]) -> None:
+    """A film whose name begins with `-` would be parsed as an option: say how to pass it instead."""
+    for token in argv:
+        if token == "--":
+            return
+        if token.startswith("-") and Path(token).is_file():
+            raise UsageError(
+                f"{token!r} begins with '-' and would be read as an option; "
+                f"write `prepare -- {token}` or `prepare ./{token}`"
+            )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -106,7 +125,8 @@ def _demo(argv: list[str]) -> int:
 def _prepare(argv: list[str]) -> int:
     from flows.prepare import InputError, prepare_job
 
-    parser = argparse.ArgumentParser(prog="python -m flows.subtitle prepare")
+    refuse_option_like_films(argv)
+    parser = Parser(prog="python -m flows.subtitle prepare")
     parser.add_argument("film", type=Path)
     parser.add_argument("--title")
     parser.add_argument("--year", type=int)
@@ -147,7 +167,7 @@ def _prepare(argv: list[str]) -> int:
 def _status(argv: list[str]) -> int:
     from tasks.kernel import job_running, read_manifest
 
-    parser = argparse.ArgumentParser(prog="python -m flows.subtitle status")
+    parser = Parser(prog="python -m flows.subtitle status")
     parser.add_argument("job_id")
     job = checked_job(parser.parse_args(argv).job_id, {})
     current = read_manifest(job)
@@ -173,7 +193,7 @@ def _stage_list(value: str | None) -> list[str] | None:
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m flows.subtitle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("job_id")
@@ -182,6 +202,7 @@ def _run(argv: list[str]) -> int:
     )
     parser.add_argument("--from-stage", help="run this stage and every later one again")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--verbose", action="store_true", help="Prefect's log lines as well as the progress board")
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
     stages = _stage_list(args.stages)
@@ -191,12 +212,12 @@ def _run(argv: list[str]) -> int:
         raise UsageError("give either --stages or --from-stage, not both")
     job = checked_job(args.job_id, overrides)
     device = checked_device(checked_settings(job.env_file, overrides))
-    return _run_flow(job, stages, from_stage, overrides, device)
+    return _run_flow(job, stages, from_stage, overrides, device, args.verbose)
 
 
-def _run_flow(
-    job: Job, stages: list[str] | None, from_stage: str | None, overrides: dict[str, Any], device: str
-) -> int:
+def _run_flow(job: Job, stages: list[str] | None, from_stage: str | None, overrides: dict[str, Any], device: str,
+              verbose: bool) -> int:  # fmt: skip
+    from flows.progress import followed
     from flows.subtitle import subtitle
     from tasks.kernel import JobBusy, PipelineError, job_running
 
@@ -204,7 +225,8 @@ def _run_flow(
         raise UsageError(f"job {job.job_id} is already running; wait for it to finish")
     print(f"job {job.job_id}: running on {device} (a Prefect server is started if none is configured)", file=sys.stderr)
     try:
-        results = subtitle(job_id=job.job_id, stages=stages, from_stage=from_stage, overrides=overrides or None)
+        with followed(list(STAGE_ORDER), verbose):
+            results = subtitle(job_id=job.job_id, stages=stages, from_stage=from_stage, overrides=overrides or None)
     except JobBusy as exc:
         raise UsageError(str(exc)) from None
     except PipelineError as exc:
@@ -219,7 +241,7 @@ def _run_flow(
 
 
 def finish_message(results: dict[str, Any]) -> str:
-    """Which Whisper model the run used (and why, and how to get a better one), and the subtitle QC in brief."""
+    """Which Whisper model the run used (and why, and how to get a better one), the subtitle QC in brief, the mux."""
     lines = []
     asr = results.get("asr")
     if asr is not None:
@@ -227,8 +249,20 @@ def finish_message(results: dict[str, Any]) -> str:
         lines.append(f"ASR model: {asr.summary.get('model')}" + (f" ({reason})" if reason else ""))
     subtitles = results.get("subtitle_gen")
     if subtitles is not None:
-        summary = subtitles.summary
-        tracks = ", ".join(f"{t['language']} {t['events']} events" for t in summary.get("tracks", []))
-        lines.append(f"subtitles: {tracks}; {summary.get('hard_violations')} hard-rule breaks; speech covered "
-                     f"{100 * float(summary.get('speech_coverage', 1.0)):.0f} %")  # fmt: skip
+        lines += subtitle_lines(subtitles.summary)
+    muxed = results.get("mux")
+    if muxed is not None and muxed.skipped:
+        lines.append(f"mux skipped: {muxed.skipped}")
+    elif muxed is not None and muxed.summary.get("output"):
+        lines.append(f"subtitled copy: {muxed.summary['output']}")
     return "\n".join(lines)
+
+
+def subtitle_lines(summary: dict[str, Any]) -> list[str]:
+    """Events per track, hard-rule breaks and speech coverage; with no events, the note saying why instead."""
+    tracks = ", ".join(f"{t['language']} {t['events']} events" for t in summary.get("tracks", []))
+    line = f"subtitles: {tracks}; {summary.get('hard_violations')} hard-rule breaks"
+    notes = summary.get("notes", [])
+    if not notes:  # with no speech at all, "100 % covered" would mislead
+        line += f"; speech covered {100 * float(summary.get('speech_coverage', 1.0)):.0f} %"
+    return [line, *(f"note: {note}" for note in notes)]

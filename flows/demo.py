@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lang", choices=sorted(SAMPLES), default="en", help="the sample film's language")
     parser.add_argument("--out-film", type=Path, help="where to write the sample film (default out/demo/)")
+    parser.add_argument("--verbose", action="store_true", help="Prefect's log lines as well as the progress board")
     args = parser.parse_args(argv)
     sample = SAMPLES[args.lang]
     film = args.out_film or load_settings().out_root / "demo" / f"{sample.title} (2026).mkv"
@@ -149,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     job = prepare_job(film, demo_overrides(glossary, sample))
     print(f"job {job.job_id}: {job.dir}", file=sys.stderr)
     from flows.cli import finish_message
+    from flows.progress import followed
+    from tasks.contract import STAGE_ORDER
 
-    results = subtitle(job_id=job.job_id)
+    with followed(list(STAGE_ORDER), args.verbose):
+        results = subtitle(job_id=job.job_id)
     outputs = sorted(p for p in job.output_dir.iterdir() if not p.name.startswith("."))
     print(f"job {job.job_id} finished; outputs in {job.output_dir}:")
     for path in outputs:

@@ -31,6 +31,11 @@ class DemuxSettings(StageSettings):
     audio_language: str | None = Field(None, description="Audio track by language tag (hi, hin, en, eng...).")
     clip_start: float | None = Field(None, ge=0, description="Seconds: demux only from here.")
     clip_end: float | None = Field(None, gt=0, description="Seconds: demux only up to here.")
+    dialogue_channel: Literal["centre", "mix"] = Field(
+        "centre",
+        description="Surround audio (3 or more channels with a centre): 'centre' takes the dialogue from the "
+        "centre channel (FC) alone, 'mix' downmixes every channel.",
+    )
 
 
 class TmdbSettings(StageSettings):
@@ -163,7 +168,7 @@ class TranslationSettings(StageSettings):
 
 
 class LyricsSettings(StageSettings):
-    min_duration_s: float = 20.0
+    min_duration_s: float = 15.0
     merge_gap_s: float = 4.0
     threshold: float = 0.5
     text_weight: float = Field(

@@ -70,7 +70,7 @@ from tasks.whisper_models import (
     release,
     resolve_model,
 )
-from tasks.whisper_pass import PassRequest, whisper_pass
+from tasks.whisper_pass import ENGLISH_WORDS, PassRequest, english_check, english_share, whisper_pass
 
 HOTWORD_SHARE = 1 / 3  # of the prompt budget, for the top names, when ASR__HOTWORDS is on
 MODEL_SETTING = "ASR__MODEL"
@@ -160,6 +160,11 @@ def monotonic_words(words: list[dict[str, Any]], start: float, end: float) -> li
     return out
 
 
+SENTENCE_ENDS = (".", "?", "!", "।", "…", '."', '?"', '!"')
+TURN_PAUSE_S = 0.3  # a gap between words this long can hold a change of speaker
+EDGE_SHIFT_S = 1.0  # a region's first word moves to the VAD edge when it is at most this far from it
+
+
 def speaker_of(start: float, end: float, turns: list[dict[str, Any]]) -> str | None:
     """The speaker whose turns overlap [start, end] most; the nearest turn's speaker when none overlaps."""
     if not turns:
@@ -208,12 +213,38 @@ def join_words(words: list[dict[str, Any]]) -> str:
     return " ".join(w["word"].strip() for w in words)
 
 
+def phrases(words: list[dict[str, Any]]) -> list[list[int]]:
+    """Word indices grouped into phrases that end at a sentence end or a pause: where a speaker may change."""
+    groups: list[list[int]] = [[]]
+    for i, word in enumerate(words):
+        groups[-1].append(i)
+        following = words[i + 1] if i + 1 < len(words) else None
+        ends = word["word"].strip().endswith(SENTENCE_ENDS)
+        if following is not None and (ends or float(following["start"]) - float(word["end"]) >= TURN_PAUSE_S):
+            groups.append([])
+    return [g for g in groups if g]
+
+
 def split_at_speakers(seg: Decoded, turns: list[dict[str, Any]]) -> list[Decoded]:
-    """A segment cut where its words change speaker, so each segment is one speaker's (Whisper often
-    runs a quick exchange into one segment); scores are the segment's."""
+    """A segment cut where its phrases change speaker, so each segment is one speaker's (Whisper often
+    runs a quick exchange into one segment); scores are the segment's.
+
+    A diarization turn edge is a few hundred milliseconds off: cut at each word, it leaves a sentence's
+    first or last word with the other speaker, an event of its own. So a speaker change only falls
+    at a sentence end or a pause, and each phrase goes to the speaker who holds most of its time.
+    """
     if not turns or len(seg.words) < 2:
         return [seg]
-    return cut_where_labels_change(seg, [speaker_of(w["start"], w["end"], turns) for w in seg.words])
+    labels: list[Any] = [None] * len(seg.words)
+    for group in phrases(seg.words):
+        held: dict[Any, float] = {}
+        for i in group:
+            w = seg.words[i]
+            who = speaker_of(w["start"], w["end"], turns)
+            held[who] = held.get(who, 0.0) + max(1e-3, float(w["end"]) - float(w["start"]))
+        for i in group:
+            labels[i] = max(held, key=held.__getitem__)
+    return cut_where_labels_change(seg, labels)
 
 
 def cut_where_labels_change(seg: Decoded, labels: list[Any]) -> list[Decoded]:
@@ -225,6 +256,39 @@ def cut_where_labels_change(seg: Decoded, labels: list[Any]) -> list[Decoded]:
         replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
         for words in pieces
     ]
+
+
+def on_speech_edges(segments: list[Decoded], speech: list[dict[str, float]]) -> list[Decoded]:
+    """The first word of each VAD speech region starts on the region's edge.
+
+    Whisper's word times drift by a few hundred milliseconds, often late at the start of an
+    utterance (or early, into the silence before it); the VAD edge is on the first frame of
+    speech. So the first word in a region starts there when the two are less than
+    EDGE_SHIFT_S apart; the segment then starts with its first word.
+    """
+    words = sorted(
+        ((i, j, w) for i, seg in enumerate(segments) for j, w in enumerate(seg.words)), key=lambda x: x[2]["start"]
+    )
+    first_in: dict[int, int] = {}  # region -> index in `words` of its first word (the region holding most of it)
+    for k, (_, _, word) in enumerate(words):
+        shares = [min(word["end"], r["end"]) - max(word["start"], r["start"]) for r in speech]
+        if shares and max(shares) > 0:
+            first_in.setdefault(int(np.argmax(shares)), k)
+    moved: dict[tuple[int, int], float] = {}
+    for r, at in first_in.items():
+        i, j, word = words[at]
+        edge = float(speech[r]["start"])
+        if abs(word["start"] - edge) > EDGE_SHIFT_S:
+            continue
+        earliest = words[at - 1][2]["end"] if at > 0 else 0.0  # never over the word before
+        moved[i, j] = round(min(max(edge, earliest), float(word["end"]) - 0.01), 3)
+    out = []
+    for i, seg in enumerate(segments):
+        if any((i, j) in moved for j in range(len(seg.words))):
+            words_now = [w | {"start": moved[i, j]} if (i, j) in moved else w for j, w in enumerate(seg.words)]
+            seg = replace(seg, words=words_now, start=words_now[0]["start"])
+        out.append(seg)
+    return out
 
 
 def fit_words(seg: Decoded) -> Decoded:
@@ -359,22 +423,28 @@ def split_at_script(seg: Decoded, min_latin_words: int = 3) -> list[Decoded]:
     return cut_where_labels_change(seg, latin)
 
 
-def label_mixed_language(segments: list[Decoded], mixed: list[str], log: Any) -> list[dict[str, Any]]:
-    """Hindi segments not written in Devanagari, listed (and labelled English when the film mixes English in).
+def label_mixed_language(segments: list[Decoded], mixed: list[str], names: list[str],
+                         log: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """Hindi segments not written in Devanagari, listed; labelled English when they are English words and the
+    film mixes English in.
 
     Decoded as Hindi with a Devanagari prompt, Whisper writes Hindi in Devanagari and an English line in
     Latin letters, so the script tells the two apart where Whisper's own language guess cannot (on
-    synthetic Hindi base guesses English, p(hi) near 0). Romanised Hindi looks the same: hence the list.
+    synthetic Hindi base guesses English, p(hi) near 0). Romanised Hindi is in Latin letters too, but not
+    in English words: it stays Hindi (and is translated), flagged.
     """
-    flags = []
+    flags: list[dict[str, Any]] = []
     for seg in segments:
         share = devanagari_share(seg.text)
         if share >= 0.5:
             continue
-        said = "en" if "en" in mixed and latin_share(seg.text) >= 0.5 else None  # Urdu script is no English
+        latin = latin_share(seg.text) >= 0.5  # Urdu script is no English
+        english = latin and english_share(seg.text, names) >= ENGLISH_WORDS
+        said = "en" if "en" in mixed and english else None
         seg.language = said
-        log.warning("Hindi segment [%.2f-%.2f] is %.0f%% Devanagari%s: %r", seg.start, seg.end, 100 * share,
-                    " (taken as said in English)" if said else "", seg.text)  # fmt: skip
+        what = " (taken as said in English)" if said else " (romanised Hindi)" if latin else ""
+        log.warning("Hindi segment [%.2f-%.2f] is %.0f%% Devanagari%s: %r", seg.start, seg.end, 100 * share, what,
+                    seg.text)  # fmt: skip
         reason = f"script: {100 * share:.0f}% Devanagari" + (", taken as English" if said else "")
         flags.append({"start": seg.start, "end": seg.end, "text": seg.text, "action": "flagged", "reason": reason})
     return flags
@@ -412,6 +482,7 @@ def asr(
         prompt_budget=settings.prompt_max_tokens,
         initial_prompt=settings.initial_prompt or (DEVANAGARI_SEED if hindi else ""),
         hotword_share=HOTWORD_SHARE if settings.hotwords else 0.0,
+        check=english_check(terms, "romanised Hindi", latin_only=True) if hindi else None,
     )
 
     def choose_language(pipeline: Any, first_speech: np.ndarray) -> tuple[str, float | None]:
@@ -422,7 +493,7 @@ def asr(
     kept = out.kept
     if hindi:
         kept = [piece for seg in kept for piece in split_at_script(seg)]
-        out.filtered += label_mixed_language(kept, settings.mixed_languages, ctx.log)
+        out.filtered += label_mixed_language(kept, settings.mixed_languages, terms, ctx.log)
     mode = "whisper"
     source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
     if source is not None:
@@ -448,7 +519,7 @@ def asr(
     else:
         ctx.log.warning("word times fall back to Whisper's own word timestamps: %s", why)
     ctx.progress(0.95, "word times")
-    pieces = [piece for seg in kept for piece in split_at_speakers(fit_words(seg), turns)]
+    pieces = on_speech_edges([piece for seg in kept for piece in split_at_speakers(fit_words(seg), turns)], speech)
     segments = [segment_record(i, seg, turns, out.language) for i, seg in enumerate(pieces)]
     release()
 

@@ -189,6 +189,7 @@ class Translation(Document):
     target_language: str
     passthrough: bool = False
     segments: list[TranslatedSegment] = Field(default_factory=list)
+    records: list[GuardRecord] = Field(default_factory=list)  # what the translate pass dropped, redid or flagged
 
     def segment_dicts(self) -> list[dict[str, Any]]:
         return [s.model_dump() for s in self.segments]

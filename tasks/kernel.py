@@ -255,7 +255,7 @@ def execute(
         log=log,
         secrets={name: env.secrets.get(name) for name in spec.secrets},
         cache_root=Path(env.cache_root),
-        progress=progress or _prefect_progress(job, spec.name),
+        progress=_told(spec.name, progress or _prefect_progress(job, spec.name)),
         gpu_limit=env.gpu_limit,
         publish=_prefect_markdown(job, spec.name),
     )
@@ -422,6 +422,45 @@ def update_stage(job: Job, stage_name: str, **changes: Any) -> None:
     with _manifest_for_update(job) as manifest:
         entry = manifest.stages.get(stage_name, StageEntry())
         manifest.stages[stage_name] = entry.model_copy(update=changes | {"updated": now_iso()})
+    if "state" in changes:
+        _tell(StageEvent(stage_name, changes["state"], message=changes.get("message") or ""))
+
+
+# Watchers: who wants to follow the stages live (the command line's progress board) ---------------------
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    stage: str
+    state: str  # a manifest State, or "progress"
+    fraction: float | None = None
+    message: str = ""
+
+
+_WATCHERS: list[Callable[[StageEvent], None]] = []
+
+
+def watch_stages(watcher: Callable[[StageEvent], None]) -> Callable[[], None]:
+    """Call `watcher` on every stage state change and progress report in this process; returns the unwatch."""
+    _WATCHERS.append(watcher)
+    return lambda: _WATCHERS.remove(watcher) if watcher in _WATCHERS else None
+
+
+def _tell(event: StageEvent) -> None:
+    for watcher in list(_WATCHERS):
+        try:
+            watcher(event)
+        except Exception:  # noqa: BLE001 - a display must never fail a stage
+            pass
+
+
+def _told(stage_name: str, progress: Callable[[float, str], None] | None) -> Callable[[float, str], None]:
+    def report(fraction: float, message: str) -> None:
+        _tell(StageEvent(stage_name, "progress", fraction, message))
+        if progress is not None:
+            progress(fraction, message)
+
+    return report
 
 
 def set_run(job: Job, flow_run_id: str | None, device_mode: str, stages: Sequence[str]) -> None:

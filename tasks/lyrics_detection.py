@@ -5,8 +5,10 @@ Per 0.5 s hop, a music score in 0..1 adds up evidence:
   that the VAD does not call speech (`1 - speech probability`, only where there is sound);
 - text: transcript segments with music signs (♪, [music]), lines repeated nearby (a chorus),
   or that Whisper was unsure were speech at all (high no-speech probability, low log-prob).
-Hops over the threshold form regions; regions closer than `merge_gap_s` are merged and
-those shorter than `min_duration_s` dropped. Transcript segments mostly inside a region
+Hops over the threshold form regions; regions closer than `merge_gap_s` are merged; each
+region's edges then move to where its beat starts and stops (the smoothed score is only
+roughly right there, and text cues can carry it over the dialogue next to a song), and
+regions shorter than `min_duration_s` are dropped. Transcript segments mostly inside a region
 are lyrics. The weights below are set so that each kind of evidence alone cannot make a
 song out of dialogue, and were checked on generated films (tests/test_lyrics.py).
 """
@@ -31,6 +33,11 @@ W_PULSE, W_TONAL, W_NON_SPEECH = 0.55, 0.15, 0.30
 PULSE_RANGE = (0.30, 0.55)  # tempogram beat strength: speech sits low, a held beat high
 SMOOTH_S = 4.0  # evidence is averaged over this much time before it is judged
 MEDIAN_S = 2.5  # then short blips are removed
+BEAT = 0.5  # a hop holds a beat when its own (unsmoothed) pulse maps to at least this
+BEAT_RUN_S = 3.0  # a song's beat holds this long; speech rhythm makes shorter runs
+BEAT_GAP_S = 1.0  # dips this short inside a run of beats do not break it
+EDGE_SEARCH_S = SMOOTH_S  # how far outside a region its edges may move
+LAST_NOTES_S = 2.0  # non-speech sound kept past the first or last beat (a lead-in, the last chord)
 
 # Text cues: how much each says "this is sung".
 CUE_MUSIC_SIGN = 1.0
@@ -147,6 +154,54 @@ def song_regions(
     return regions
 
 
+def beat_runs(beat: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of beat hops [first, last + 1), dips up to BEAT_GAP_S bridged, runs under BEAT_RUN_S left out."""
+    gap, least = int(round(BEAT_GAP_S / HOP_S)), int(round(BEAT_RUN_S / HOP_S))
+    runs: list[list[int]] = []
+    for hop in np.flatnonzero(beat):
+        if runs and hop - runs[-1][1] <= gap:
+            runs[-1][1] = int(hop) + 1
+        else:
+            runs.append([int(hop), int(hop) + 1])
+    return [(a, b) for a, b in runs if b - a >= least]
+
+
+def refined_edges(regions: list[dict[str, float]], features: HopFeatures, speech: np.ndarray) -> list[dict[str, float]]:
+    """Each region's edges moved to where its music starts and stops.
+
+    The score is smoothed over seconds, and transcript cues can carry it over the dialogue next to
+    a song, so its edges are only roughly right. The beat is sharper: the edges go to the first and
+    last long run of beats in or near the region, out to where the beat fades to half its level,
+    then over the non-speech sound just beyond (a lead-in, the last chord). A region with no long
+    run of beats (a song without drums, found by other evidence) keeps its edges.
+    """
+    low, high = PULSE_RANGE
+    pulse = np.clip((features.pulse - low) / (high - low), 0.0, 1.0)
+    sound = (features.presence > 0) & (speech < 0.5)
+    hops, search, notes = pulse.size, int(round(EDGE_SEARCH_S / HOP_S)), int(round(LAST_NOTES_S / HOP_S))
+    out = []
+    for region in regions:
+        first, last = int(round(region["start"] / HOP_S)), int(round(region["end"] / HOP_S))
+        lo, hi = max(0, first - search), min(hops, last + search)
+        runs = [(a + lo, b + lo) for a, b in beat_runs(pulse[lo:hi] >= BEAT) if b + lo > first and a + lo < last]
+        if not runs:
+            out.append(region)
+            continue
+        start, end = runs[0][0], runs[-1][1]
+        # The tempogram sees a few seconds at once: at the true edge about half its window holds the song,
+        # so the edge is where the pulse falls to half the song's own level.
+        half = 0.5 * float(np.median(pulse[start:end]))
+        while start > lo and pulse[start - 1] >= half:
+            start -= 1
+        while end < hi and pulse[end] >= half:
+            end += 1
+        for _ in range(notes):
+            start -= int(start > 0 and sound[start - 1])
+            end += int(end < hops and sound[end])
+        out.append(region | {"start": round(start * HOP_S, 2), "end": round(end * HOP_S, 2)})
+    return out
+
+
 def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, float]]) -> list[Any]:
     """Ids of transcript segments with at least half their time inside a song."""
     ids = []
@@ -158,7 +213,7 @@ def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, fl
     return ids
 
 
-@stage("lyrics_detection", version="2")
+@stage("lyrics_detection", version="3")
 def lyrics_detection(
     ctx: StageContext, settings: LyricsSettings, demux: StageResult, silero_vad: StageResult, asr: StageResult
 ) -> dict:
@@ -176,7 +231,8 @@ def lyrics_detection(
     cues = text_cues(segments)
     text = text_curve(segments, cues, hops)
     score = music_score(audio_score(features, speech), text, settings.text_weight)
-    regions = song_regions(score, settings.threshold, settings.merge_gap_s, settings.min_duration_s, duration)
+    found = song_regions(score, settings.threshold, settings.merge_gap_s, 0.0, duration)
+    regions = [r for r in refined_edges(found, features, speech) if r["end"] - r["start"] >= settings.min_duration_s]
     lyric_ids = lyric_segment_ids(segments, regions)
     ctx.write(Songs(regions=[SongRegion(**r) for r in regions], lyric_segment_ids=lyric_ids))
     ctx.write_json("music_score.json", {"hop_s": HOP_S, "values": [round(float(v), 3) for v in score]})

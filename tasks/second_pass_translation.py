@@ -14,7 +14,9 @@ Backends (SECOND_PASS_TRANSLATION__BACKEND):
   placeholders before translation and restored (in their canonical spelling) after; a segment
   whose placeholders the model lost is translated again without them.
 - `none`: no translation (an empty segment list).
-Source already English: the transcript passes through unchanged and `passthrough` says so.
+Source already English: the transcript passes through unchanged and `passthrough` says so. In a Hinglish
+film, the segments the asr stage labelled English pass through as said (`said_in_english` counts them) and
+only the rest is translated: Whisper's translate task would only paraphrase them.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ import regex
 from settings.stages import TranslationSettings
 from tasks.asr import read_audio
 from tasks.contract import PermanentError, StageContext, StageResult
-from tasks.documents import Glossary, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
+from tasks.documents import Glossary, GuardRecord, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
 from tasks.kernel import stage
 from tasks.whisper_models import Decoded, cached_snapshot, fetch_command, is_multilingual, loaded, release
-from tasks.whisper_pass import PassRequest, whisper_pass
+from tasks.whisper_pass import PassRequest, english_check, whisper_pass
 
 TARGET = "en"
 WHISPER_SETTING = "SECOND_PASS_TRANSLATION__WHISPER_MODEL"
@@ -70,7 +72,8 @@ def is_english(language: str | None) -> bool:
     return (language or "").lower().split("-")[0] in ("en", "eng")
 
 
-def passthrough_segments(transcript: dict[str, Any]) -> list[dict[str, Any]]:
+def passthrough_segments(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Segments already in English, as said: the English track takes them unchanged."""
     return [
         {
             "id": s["id"],
@@ -81,8 +84,25 @@ def passthrough_segments(transcript: dict[str, Any]) -> list[dict[str, Any]]:
             "words": s.get("words", []),
             "source_ids": [s["id"]],
         }
-        for s in transcript["segments"]
+        for s in segments
     ]
+
+
+def speech_outside(speech: list[dict[str, Any]], spans: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """The speech regions minus the spans (English lines of a Hinglish film): only the rest is translated."""
+    out: list[dict[str, Any]] = []
+    for region in speech:
+        pieces = [(float(region["start"]), float(region["end"]))]
+        for lo, hi in spans:
+            pieces = [p for a, b in pieces for p in ((a, min(b, lo)), (max(a, hi), b)) if p[1] - p[0] > 0.05]
+        out += [{**region, "start": a, "end": b} for a, b in pieces]
+    return out
+
+
+def in_time_order(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Translated and as-said segments in one list, numbered again in time order."""
+    ordered = sorted(segments, key=lambda s: (s["start"], s["end"]))
+    return [{**s, "id": i} for i, s in enumerate(ordered)]
 
 
 # Whisper translate ------------------------------------------------------------------------
@@ -140,10 +160,13 @@ def whisper_translate(
     terms: list[str],
     demux: StageResult,
     silero_vad: StageResult,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Whisper's translate task over the same speech windows, decoded and guarded as the asr pass is."""
+    said_in_english: list[tuple[float, float]],
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Whisper's translate task over the same speech windows (less the lines said in English), decoded and guarded
+    as the asr pass is."""
     audio = read_audio(ctx.file(demux, ctx.read(demux, MediaInfo).audio))
-    speech = [r.model_dump() for r in ctx.read(silero_vad, SpeechRegions).segments]
+    regions = [r.model_dump() for r in ctx.read(silero_vad, SpeechRegions).segments]
+    speech = speech_outside(regions, said_in_english)
     model = transcript["model"] if settings.whisper_model == "asr" else settings.whisper_model
     language = transcript["language"]
     request = PassRequest(
@@ -155,6 +178,7 @@ def whisper_translate(
         terms=terms,
         prompt_budget=PROMPT_TOKENS,
         drop_repeats_across=True,
+        check=english_check(terms, "not English"),
     )
 
     def choose_language(pipeline: Any, _speech: np.ndarray) -> tuple[str, float | None]:
@@ -183,12 +207,17 @@ def whisper_translate(
     missing = [s["id"] for s in transcript["segments"] if s["id"] not in covered]
     if missing:
         ctx.log.warning("%d transcript segments have no English segment over them: %s", len(missing), missing[:20])
-    return segments, {
+    flagged = sum(r["action"] == "flagged" for r in out.filtered)
+    if flagged:
+        ctx.log.warning("%d English segments are flagged (listed in the QC report)", flagged)
+    summary = {
         "model": out.choice.spec,
         "filtered": len(out.filtered),
+        "flagged": flagged,
         "orphans": len(orphans),
         "untranslated_segments": len(missing),
     }
+    return segments, summary, [dict(r) for r in out.filtered]
 
 
 # NMT ------------------------------------------------------------------------------------
@@ -484,7 +513,7 @@ def nmt_translate(
 # The stage -----------------------------------------------------------------------------
 
 
-@stage("second_pass_translation", version="3", gpu=True)
+@stage("second_pass_translation", version="4", gpu=True)
 def second_pass_translation(
     ctx: StageContext,
     settings: TranslationSettings,
@@ -498,17 +527,30 @@ def second_pass_translation(
     source = transcript["language"]
     started = time.monotonic()
     passthrough = is_english(source)
-    extra: dict[str, Any] = {}
+    as_said = [s for s in transcript["segments"] if passthrough or is_english(s.get("language"))]
+    rest = {**transcript, "segments": [s for s in transcript["segments"] if s not in as_said]}
+    extra: dict[str, Any] = {"said_in_english": len(as_said)}
+    records: list[dict[str, Any]] = []
     if passthrough:
         ctx.log.info("source language %s is already English: the transcript passes through", source)
-        segments = passthrough_segments(transcript)
-    elif settings.backend == "none" or not transcript["segments"]:
-        ctx.log.info("no English text: %s", "backend none" if settings.backend == "none" else "the transcript is empty")
+    elif as_said:
+        ctx.log.info("%d segments said in English go into the English track as said", len(as_said))
+    if passthrough:
+        segments = passthrough_segments(as_said)
+    elif settings.backend == "none" or not rest["segments"]:
+        ctx.log.info("no translation: %s", "backend none" if settings.backend == "none" else "nothing to translate")
         segments = []
     elif settings.backend == "whisper":
-        segments, extra = whisper_translate(ctx, settings, transcript, glossary["prompt_terms"], demux, silero_vad)
+        spans = [(float(s["start"]), float(s["end"])) for s in as_said]
+        segments, found, records = whisper_translate(
+            ctx, settings, rest, glossary["prompt_terms"], demux, silero_vad, spans
+        )
+        extra |= found
     else:
-        segments, extra = nmt_translate(ctx, settings, transcript, glossary)
+        segments, found = nmt_translate(ctx, settings, rest, glossary)
+        extra |= found
+    if not passthrough and settings.backend != "none":
+        segments = in_time_order(segments + passthrough_segments(as_said))
     release()
     ctx.write(
         Translation(
@@ -517,6 +559,7 @@ def second_pass_translation(
             target_language=TARGET,
             passthrough=passthrough,
             segments=[TranslatedSegment.model_validate(s) for s in segments],
+            records=[GuardRecord.model_validate(r) for r in records],
         )
     )
     ctx.progress(1.0, "done")

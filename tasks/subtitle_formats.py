@@ -77,9 +77,15 @@ def qc_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Speech covered by words (VAD speech outside songs): {100 * report['speech_coverage']:.1f} %"]
         for region in report.get("uncovered", []):
             lines.append(f"- no words over the speech at {region['start']:.2f}-{region['end']:.2f} s")
-    records = report.get("decode_records", [])
-    if records:
-        lines += ["", "## What the ASR pass dropped, changed or decoded again", "",
+    titles = {
+        "decode_records": "What the ASR pass dropped, changed or decoded again",
+        "translation_records": "What the translate pass dropped, decoded again or flagged",
+    }
+    for key, title in titles.items():
+        records = report.get(key, [])
+        if not records:
+            continue
+        lines += ["", f"## {title}", "",
                   "| start | end | action | reason | text |", "| ---: | ---: | --- | --- | --- |"]  # fmt: skip
         for rec in records:
             text = str(rec["text"]).replace("|", "\\|")[:120]

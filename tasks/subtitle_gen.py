@@ -73,6 +73,24 @@ def speech_coverage(report: DecodeReport, songs: list[dict[str, Any]], min_fract
             "uncovered": [{"start": r.start, "end": r.end} for r in bare]}  # fmt: skip
 
 
+def empty_notes(tracks: list[SubtitleTrack], report: DecodeReport) -> list[str]:
+    """Why the subtitles have no events, when they have none: a silent film must say so, not look broken."""
+    if any(track.events for track in tracks):
+        return []
+    speech = sum(r.end - r.start for r in report.regions)
+    if speech <= 0:
+        return ["no speech found: voice activity detection found none in the audio, so the subtitles have no events"]
+    return [f"no words recognised in the {speech:.1f} s of detected speech, so the subtitles have no events"]
+
+
+def with_notes(markdown: str, notes: list[str]) -> str:
+    """The QC report with the notes right under its title, where a reader sees them first."""
+    if not notes:
+        return markdown
+    title, _, rest = markdown.partition("\n\n")
+    return "\n\n".join([title, *(f"**Note:** {note}." for note in notes), rest])
+
+
 def in_regions(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
     middle = (start + end) / 2
     return any(float(r["start"]) <= middle <= float(r["end"]) for r in regions)
@@ -125,7 +143,7 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-@stage("subtitle_gen", version="3")
+@stage("subtitle_gen", version="4")
 def subtitle_gen(
     ctx: StageContext,
     settings: SubtitleSettings,
@@ -196,10 +214,18 @@ def subtitle_gen(
     qc["hard_violations"] = sum(data["counts"][rule] for data in qc["tracks"].values() for rule in HARD_RULES)
     qc |= speech_coverage(decoding, songs.get("regions", []))
     qc["decode_records"] = [r.model_dump() for r in decoding.records]
+    qc["translation_records"] = [r.model_dump() for r in english.records]
     qc["segment_languages"] = dict(Counter(s.language or transcript.language for s in transcript.segments))
+    qc["notes"] = empty_notes(subtitle_set.tracks, decoding)
+    for note in qc["notes"]:
+        ctx.log.warning("%s", note)
     ctx.write(subtitle_set)
     ctx.write_json("qc.json", qc)
-    ctx.report("qc.md", qc_markdown(qc), f"Subtitle QC of job {ctx.job.job_id}: events breaking each rule")
+    ctx.report(
+        "qc.md",
+        with_notes(qc_markdown(qc), qc["notes"]),
+        f"Subtitle QC of job {ctx.job.job_id}: events breaking each rule",
+    )
     return {
         "fps": rules.fps,
         "tracks": [
@@ -211,4 +237,5 @@ def subtitle_gen(
         "speech_coverage": qc["speech_coverage"],
         "uncovered_regions": len(qc["uncovered"]),
         "over_reading_speed": {lang: len(data["over_reading_speed"]) for lang, data in qc["tracks"].items()},
+        "notes": qc["notes"],
     }

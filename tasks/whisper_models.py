@@ -520,7 +520,6 @@ class WhisperDecoder:
         self.task = task
         self.chunk_s = chunk_s
         self.redecoded = 0  # windows decoded again with temperature fallback
-        self.repaired = 0  # windows of speech the batched pass left out, decoded again
 
     def options(self) -> dict[str, Any]:
         """faster-whisper arguments from WhisperX's TranscriptionOptions (asr_options)."""
@@ -558,29 +557,18 @@ class WhisperDecoder:
         chunks: list[dict[str, float]],
         batch_size: int,
         on_batch: Callable[[int, int], None] | None = None,
-        speech: list[dict[str, float]] | None = None,
     ) -> list[Decoded]:
         """All windows, `batch_size` at a time; `on_batch(done, total)` after each batch.
 
-        A batched window is decoded once: when Whisper ends it early (it often drops the last
-        utterance of a full window), the VAD speech it left out is decoded again in windows of
-        its own, so no speech region is silently lost.
+        Speech a window's text leaves out (Whisper often drops the last utterance of a full window)
+        is not this decoder's business: the pass decodes every such region again on its own after the
+        guards (`tasks.whisper_pass.decode_uncovered`), with what the guards dropped.
         """
         out = self._decode_windows(audio, chunks, batch_size, on_batch)
-        missed = uncovered_speech(speech or [], out)
-        if missed:
-            again = speech_chunks(missed, audio, self.chunk_s)
-            self.repaired = len(again)
-            out += self._decode_windows(audio, again, batch_size, None, first_index=len(chunks))
         return sorted(out, key=lambda seg: (seg.start, seg.end))
 
     def _decode_windows(
-        self,
-        audio: Audio,
-        chunks: list[dict[str, float]],
-        batch_size: int,
-        on_batch: Callable[[int, int], None] | None,
-        first_index: int = 0,
+        self, audio: Audio, chunks: list[dict[str, float]], batch_size: int, on_batch: Callable[[int, int], None] | None
     ) -> list[Decoded]:
         opts = self.options()
         o = self.pipeline.options
@@ -596,10 +584,10 @@ class WhisperDecoder:
             by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
             for seg in segments:
                 index = _chunk_of(seg.seek / self.pipeline.model.frames_per_second, clips)
-                by_chunk[index].append(_decoded(seg, first_index + first + index, offset))
+                by_chunk[index].append(_decoded(seg, first + index, offset))
             for index, decoded in by_chunk.items():
                 if needs_fallback(decoded, o.log_prob_threshold, o.no_speech_threshold, o.compression_ratio_threshold):
-                    again = self.decode_alone(audio, group[index], first_index + first + index, opts)
+                    again = self.decode_alone(audio, group[index], first + index, opts)
                     self.redecoded += 1
                     # Sampling at a higher temperature is not always better: keep the batched text only
                     # when the new one fails Whisper's checks too and is less likely.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,8 @@ import numpy as np
 
 from hardware.policy import StageDevice
 from settings.stages import WhisperDecoding
-from tasks.asr_guards import GuardSettings, Record, apply_guards, repeated_across
+from tasks.asr_guards import GuardSettings, Record, apply_guards, record, repeated_across
+from tasks.devanagari import latin_share
 from tasks.whisper_models import (
     NAMES_INTRO,
     Audio,
@@ -55,6 +56,9 @@ class PassRequest:
     names_intro: str = NAMES_INTRO  # in the language of the pass: a Latin intro pulls Hindi towards Latin letters
     # Drop a sentence repeated over neighbouring segments (a translate pass's loop; a transcript's chorus is real).
     drop_repeats_across: bool = False
+    # A check of the pass's own: why a kept segment is wrong though it passed the guards (a translation that
+    # only romanises its source), or None when it is right.
+    check: Callable[[Decoded], str | None] | None = None
 
 
 @dataclass
@@ -85,28 +89,117 @@ def guarded(decoded: list[Decoded], speech: list[dict[str, float]], cfg: GuardSe
     return kept, records
 
 
-def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
-                     request: PassRequest, cfg: GuardSettings,
-                     log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
-    """No speech left behind: each VAD region (over 0.5 s) that no kept word covers is decoded again on its own,
-    without the names in the prompt (a name list can make Whisper recite instead of listen) and with temperature
-    fallback, and kept when it passes the guards. Only the script-setting part of the prompt stays (Hindi's
-    Devanagari sentence), since without it Hindi comes out in Latin letters."""
+# A Latin-letter text is English when at least this share of its words (names aside) are common English words
+# (wordfreq Zipf frequency 3 or more: a few times per million words). On the Hindi sample the reference
+# translations score 0.86 to 1.0, the base model's romanised Hindi 0.2 to 0.44.
+ENGLISH_WORDS = 0.6
+COMMON_ZIPF = 3.0
+
+
+def english_share(text: str, names: Iterable[str]) -> float:
+    """The share of the words of `text` that are common English words or the film's names."""
+    from wordfreq import tokenize, zipf_frequency
+
+    names = {w for name in names for w in tokenize(name, "en")}
+    words = tokenize(text, "en")
+    known = sum(w in names or zipf_frequency(w, "en") >= COMMON_ZIPF for w in words)
+    return known / len(words) if words else 1.0
+
+
+def english_check(terms: list[str], failure: str, latin_only: bool = False) -> Callable[[Decoded], str | None]:
+    """A pass's check that its Latin-letter text is English. A small model often writes the Hindi it hears in
+    Latin letters, fluent and confident text that no guard sees: instead of translating it (the translate
+    pass), or instead of Devanagari (the Hindi pass, where `latin_only` leaves the Devanagari text alone)."""
+
+    def check(seg: Decoded) -> str | None:
+        if latin_only and latin_share(seg.text) < 0.5:
+            return None
+        share = english_share(seg.text, terms)
+        return f"{failure} ({share:.0%} English words)" if share < ENGLISH_WORDS else None
+
+    return check
+
+
+def rechecked(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
+              request: PassRequest, cfg: GuardSettings,
+              log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
+    """The kept segments with those the request's check rejects decoded again on their own (prompt off,
+    temperature fallback); a segment still rejected after that stays, flagged, so no line is lost."""
+    assert request.check is not None
     options = decoder.options() | {"initial_prompt": request.initial_prompt or None, "hotwords": None}
-    found: list[Decoded] = []
+    out: list[Decoded] = []
     records: list[Record] = []
-    for number, region in enumerate(uncovered_speech(speech, kept, min_s=0.5)):
-        again = decoder.decode_alone(audio, region, 10_000 + number, options)
-        passed, dropped = guarded(again, speech, cfg, log)
-        words = sum(len(s.text.split()) for s in passed)
-        log.info("speech [%.2f-%.2f] held no words after decoding; decoded again on its own: %s", region["start"],
-                 region["end"], f"{words} words kept" if passed else "nothing kept")  # fmt: skip
-        found += passed
-        records += dropped
-        text = " ".join(s.text for s in passed)
-        action = "redecoded" if passed else "uncovered"
-        records.append({**region, "text": text, "action": action, "reason": "speech without words"})
-    return found, records
+    for number, seg in enumerate(kept):
+        reason = request.check(seg)
+        if reason is None:
+            out.append(seg)
+            continue
+        again, _ = guarded(decoder.decode_alone(audio, {"start": seg.start, "end": seg.end}, 20_000 + number,
+                                                options), speech, cfg, log)  # fmt: skip
+        again, _ = confident(again, cfg, log)
+        fixed = bool(again) and all(request.check(s) is None for s in again)
+        out += again if fixed else [seg]
+        text = " ".join(s.text for s in again) if fixed else seg.text
+        log.info("%s [%.2f-%.2f] %r: decoded again on its own: %s", reason, seg.start, seg.end, seg.text,
+                 repr(text) if fixed else "no better; kept and flagged")  # fmt: skip
+        action = "redecoded" if fixed else "flagged"
+        records.append({"start": seg.start, "end": seg.end, "text": text, "action": action, "reason": reason})
+    return out, records
+
+
+RETRY_MARGIN = 0.5  # a retried segment is kept down to this much under Whisper's log-probability threshold
+
+
+def confident(decoded: list[Decoded], cfg: GuardSettings, log: logging.Logger) -> tuple[list[Decoded], list[Record]]:
+    """The retried segments Whisper is sure enough of: mean log-probability at least RETRY_MARGIN under its own
+    threshold. A retry is speculative; at the higher temperatures of the fallback its text is often nonsense
+    that no guard sees. On the Hindi sample base's garbled retries score -1.6 to -3.2, its real ones -1.06
+    to -1.3 (Whisper's threshold of -1.0 alone would drop those and lose their lines)."""
+    kept, records = [], []
+    for seg in decoded:
+        if seg.avg_logprob >= cfg.log_prob_threshold - RETRY_MARGIN:
+            kept.append(seg)
+            continue
+        log.info("retry dropped [%.2f-%.2f] (log-probability %.2f): %r", seg.start, seg.end, seg.avg_logprob, seg.text)
+        records.append(record(seg, f"retry unsure (log-probability {seg.avg_logprob:.2f})", "dropped"))
+    return kept, records
+
+
+def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
+                     request: PassRequest, cfg: GuardSettings, batch_size: int,
+                     log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
+    """No speech left behind: each VAD region (over 0.5 s) that no kept word covers is decoded again, and its
+    words kept when they pass the guards and Whisper is sure of them. One mechanism, two tries:
+
+    1. the bare regions in windows of their own, batched, with the pass's prompt: Whisper often ends a full
+       window early and drops its last utterance, which it says when that utterance is alone;
+    2. what is still bare, each region on its own with temperature fallback and without the names in the
+       prompt (a name list can make Whisper recite instead of listen; a loop a guard cut off is retried this
+       way). Only the script-setting part of the prompt stays (Hindi's Devanagari sentence), since without
+       it Hindi comes out in Latin letters.
+    """
+    missed = uncovered_speech(speech, kept, min_s=0.5)
+    if not missed:
+        return [], []
+    first = decoder.decode(audio, speech_chunks(missed, audio, decoder.chunk_s), batch_size)
+    found, records = guarded(first, speech, cfg, log)
+    found, unsure = confident(found, cfg, log)
+    records += unsure
+    options = decoder.options() | {"initial_prompt": request.initial_prompt or None, "hotwords": None}
+    for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5)):
+        again, dropped = guarded(decoder.decode_alone(audio, region, 10_000 + number, options), speech, cfg, log)
+        again, unsure = confident(again, cfg, log)
+        found += again
+        records += dropped + unsure
+    bare = {(r["start"], r["end"]) for r in uncovered_speech(missed, found, min_s=0.5)}
+    for region in missed:
+        text = " ".join(s.text for s in found if s.end > region["start"] and s.start < region["end"])
+        done = (region["start"], region["end"]) not in bare
+        log.info("speech [%.2f-%.2f] held no words after decoding; decoded again: %s", region["start"],
+                 region["end"], repr(text) if done else "still no words")  # fmt: skip
+        records.append({**region, "text": text, "action": "redecoded" if done else "uncovered",
+                        "reason": "speech without words"})  # fmt: skip
+    return sorted(found, key=lambda s: s.start), records
 
 
 def whisper_pass(
@@ -185,15 +278,12 @@ def whisper_pass(
         def on_batch(done: int, total: int) -> None:
             progress(0.85 * done / total, f"decoded {done}/{total} windows")
 
-        decoded = decoder.decode(audio, chunks, batch_size, on_batch, speech=speech)
-        redecoded = decoder.redecoded + decoder.repaired
+        decoded = decoder.decode(audio, chunks, batch_size, on_batch)
         log.info(
-            "decoded %d windows in %.1f s (%d decoded again with temperature fallback; %d windows of speech "
-            "left out by the batched pass decoded again)",
+            "decoded %d windows in %.1f s (%d decoded again with temperature fallback)",
             len(chunks),
             time.monotonic() - started,
             decoder.redecoded,
-            decoder.repaired,
         )
         kept, filtered = guarded(decoded, speech, cfg, log)
         if request.drop_repeats_across:
@@ -201,9 +291,13 @@ def whisper_pass(
             for rec in repeats:
                 log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
             filtered += repeats
-        retried, records = decode_uncovered(decoder, audio, speech, kept, request, cfg, log)
+        retried, records = decode_uncovered(decoder, audio, speech, kept, request, cfg, batch_size, log)
         kept = sorted(kept + retried, key=lambda s: s.start)
         filtered += records
+        if request.check is not None:
+            kept, records = rechecked(decoder, audio, speech, kept, request, cfg, log)
+            filtered += records
+        redecoded = decoder.redecoded + sum(r["action"] == "redecoded" for r in filtered)
         del pipeline, decoder
     return PassResult(
         choice=choice,

@@ -9,6 +9,7 @@ plain functions.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -618,13 +619,36 @@ def test_split_at_speakers_makes_one_speaker_segments():
     assert (first.text, second.text) == ("Are you coming?", "Yes I am.")
     assert first.end <= second.start and first.start == 1.0 and second.end == 3.0
     assert split_at_speakers(joined, []) == [joined]
-    aligned = seg("a b", 1.0, 3.0, words=["a", "b"])
+    aligned = seg("Stop. Wait.", 1.0, 3.0, words=["Stop.", "Wait."])
     assert [
         p.text
         for p in split_at_speakers(
             aligned, [{"start": 0.0, "end": 2.0, "speaker": "A"}, {"start": 2.0, "end": 4.0, "speaker": "B"}]
         )
-    ] == ["a", "b"]
+    ] == ["Stop.", "Wait."]
+
+
+def test_a_turn_edge_inside_a_sentence_moves_to_the_sentence_end():
+    """The diarization edge falls after the first word of B's sentence (and inside A's last word): the cut
+    goes to the sentence end, not between words of one sentence."""
+    turns = [{"start": 0.0, "end": 1.5, "speaker": "A"}, {"start": 1.5, "end": 5.0, "speaker": "B"}]
+    said = seg(
+        "We are late. Simran is waiting at the station.",
+        0.2,
+        4.2,
+        words=[" We", " are", " late.", " Simran", " is", " waiting", " at", " the", " station."],
+    )
+    times = [(0.2, 0.5), (0.5, 0.7), (0.7, 1.0), (1.1, 1.6), (1.6, 1.8), (1.8, 2.4), (2.4, 2.6), (2.6, 2.8), (2.8, 3.4)]
+    said.words = [w | {"start": a, "end": b} for w, (a, b) in zip(said.words, times, strict=True)]
+    assert [p.text for p in split_at_speakers(said, turns)] == ["We are late.", "Simran is waiting at the station."]
+    late = [{"start": 0.0, "end": 1.9, "speaker": "A"}, {"start": 1.9, "end": 5.0, "speaker": "B"}]
+    assert [p.text for p in split_at_speakers(said, late)] == ["We are late.", "Simran is waiting at the station."]
+    paused = seg("yes come here", 0.0, 3.0, words=[" yes", " come", " here"])
+    paused.words = [
+        w | {"start": a, "end": b} for w, (a, b) in zip(paused.words, [(0, 0.4), (1.0, 1.4), (1.4, 2)], strict=True)
+    ]
+    by_pause = [{"start": 0.0, "end": 1.2, "speaker": "A"}, {"start": 1.2, "end": 3.0, "speaker": "B"}]
+    assert [p.text for p in split_at_speakers(paused, by_pause)] == ["yes", "come here"]
 
 
 def test_speech_chunks_merge_like_whisperx_and_split_long_regions():
@@ -687,3 +711,61 @@ def test_build_prompt_keeps_ranked_terms_within_budget():
     with pytest.raises(PermanentError, match="ASR__INITIAL_PROMPT"):
         build_prompt("word " * 80, terms, count, 60)
     assert build_prompt("", terms, count, 500).tokens <= 223
+
+
+def test_the_first_word_of_each_speech_region_starts_on_its_edge():
+    from tasks.asr import on_speech_edges
+
+    late = seg("Raj is here.", 1.4, 2.6)  # Whisper's first word 0.4 s after the VAD edge at 1.0
+    early = seg("Go now.", 4.7, 5.6)  # into the silence before the edge at 5.0
+    far = seg("Wait.", 9.5, 10.0)  # 1.5 s from its edge: not the same utterance's start, left alone
+    speech = [{"start": 1.0, "end": 2.7}, {"start": 5.0, "end": 5.7}, {"start": 8.0, "end": 10.1}]
+    out = on_speech_edges([late, early, far], speech)
+    assert [s.start for s in out] == [1.0, 5.0, 9.5]
+    assert [s.words[0]["start"] for s in out] == [1.0, 5.0, 9.5]
+    assert out[0].words[1:] == late.words[1:] and out[0].end == late.end
+    tight = seg("a b", 0.0, 2.0, words=[" a", " b"])  # the second region's first word follows "a" closely
+    moved = on_speech_edges([tight], [{"start": 0.0, "end": 0.9}, {"start": 0.8, "end": 2.0}])[0]
+    assert moved.words[1]["start"] >= moved.words[0]["end"]
+
+
+class _Retrying:
+    """Stands in for the loaded model in the retry bookkeeping test: the batched try finds the first bare region's
+    words, the lone try finds the second's (confidently) and the third's (unsure)."""
+
+    chunk_s = 30.0
+
+    def __init__(self) -> None:
+        self.lone: list[float] = []
+
+    def options(self) -> dict:
+        return {}
+
+    def decode(self, _audio, chunks, _batch_size, _on_batch=None) -> list[Decoded]:
+        return [seg("The train is late.", 4.0, 5.0)] if any(c["start"] <= 4.0 < c["end"] for c in chunks) else []
+
+    def decode_alone(self, _audio, chunk, _index, options) -> list[Decoded]:
+        self.lone.append(chunk["start"])
+        assert options["hotwords"] is None  # no names list on the lone try
+        if chunk["start"] == 8.0:
+            return [seg("Simran is waiting.", 8.0, 9.0)]
+        return [seg("gone fish tree", 12.0, 13.0, logprob=-2.1)]  # under -1.0 - RETRY_MARGIN
+
+
+def test_bare_speech_is_decoded_again_batched_then_alone_and_unsure_text_is_not_kept():
+    from settings.stages import WhisperDecoding
+    from tasks.asr_guards import GuardSettings
+    from tasks.whisper_pass import PassRequest, decode_uncovered
+
+    speech = [{"start": 1.0, "end": 3.0}, {"start": 4.0, "end": 5.0}, {"start": 8.0, "end": 9.0},
+              {"start": 12.0, "end": 13.0}]  # fmt: skip
+    kept = [seg("Raj, where are you?", 1.0, 3.0)]
+    request = PassRequest(model="x", setting="X", task="transcribe", language="en", decoding=WhisperDecoding())
+    guards = GuardSettings(no_speech_threshold=0.6, log_prob_threshold=-1.0, compression_ratio_threshold=2.4)
+    decoder: Any = _Retrying()
+    found, records = decode_uncovered(decoder, None, speech, kept, request, guards, 8, logging.getLogger("test"))  # type: ignore[arg-type]
+    assert [s.text for s in found] == ["The train is late.", "Simran is waiting."]
+    assert decoder.lone == [8.0, 12.0]  # the batched try's find is not decoded again
+    by_region = {(r["start"], r["action"]) for r in records if r["reason"] == "speech without words"}
+    assert by_region == {(4.0, "redecoded"), (8.0, "redecoded"), (12.0, "uncovered")}
+    assert any(r["reason"].startswith("retry unsure") and r["text"] == "gone fish tree" for r in records)

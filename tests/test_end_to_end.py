@@ -45,7 +45,7 @@ def demo_job(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> d
     print(done.stdout)
     job_dir = Path(re.search(r"outputs in (\S+)", done.stdout).group(1)).parent
     truth = json.loads(film.with_suffix(".truth.json").read_text())
-    return {"dir": job_dir, "truth": truth, "film": film, "stdout": done.stdout}
+    return {"dir": job_dir, "truth": truth, "film": film, "stdout": done.stdout, "stderr": done.stderr}
 
 
 def test_demo_prints_where_the_outputs_are(demo_job: dict) -> None:
@@ -53,6 +53,15 @@ def test_demo_prints_where_the_outputs_are(demo_job: dict) -> None:
     srt = next(out.glob("*.en.srt"))
     mkv = next(out.glob("*.subtitled.mkv"))
     assert str(srt) in demo_job["stdout"] and str(mkv) in demo_job["stdout"]
+
+
+def test_the_run_shows_each_stage_on_a_line_not_prefect_log_lines(demo_job: dict) -> None:
+    """A pipe gets plain lines: each stage starting, passing a quarter, finishing; Prefect's INFO lines stay out."""
+    err = demo_job["stderr"]
+    for name in STAGE_ORDER:
+        assert re.search(rf"^{name}\s+(done\s+\d+:\d\d|skipped)", err, re.MULTILINE), (name, err[-3000:])
+    assert re.search(r"^asr\s+\d+%", err, re.MULTILINE), err[-3000:]
+    assert "| INFO    |" not in err, err[-3000:]
 
 
 def test_english_subtitles_have_the_right_words(demo_job: dict) -> None:

@@ -9,12 +9,14 @@ the film), not about translation quality; they are printed for the README.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import pysubs2
@@ -22,6 +24,7 @@ import pytest
 import sacrebleu
 
 from tasks.devanagari import devanagari_share
+from tasks.whisper_models import Decoded
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -103,6 +106,19 @@ def test_the_english_line_is_kept_as_said(hindi_job: dict) -> None:
           f"languages {sorted(languages)}")  # fmt: skip
     assert wer <= 0.25
     assert languages <= {"hi", "en"}  # never Thai or Urdu
+    translation = json.loads(next(hindi_job["dir"].glob("*_second_pass_translation/translation.json")).read_text())
+    by_id = {s["id"]: s for s in transcript["segments"]}
+    said = [s for s in translation["segments"] if any(by_id[i]["language"] == "en" for i in s["source_ids"])]
+    assert said and all(s["text"] == " ".join(by_id[i]["text"] for i in s["source_ids"]) for s in said)  # as said
+
+
+def test_the_song_region_ends_where_the_music_does(hindi_job: dict) -> None:
+    songs = json.loads(next(hindi_job["dir"].glob("*_lyrics_detection/songs.json")).read_text(encoding="utf-8"))
+    truth = hindi_job["truth"]["song"]
+    print(f"song: truth {truth['start']:.2f}-{truth['end']:.2f}, found {songs['regions']}")
+    assert len(songs["regions"]) == 1
+    assert abs(songs["regions"][0]["start"] - truth["start"]) <= 1.5
+    assert abs(songs["regions"][0]["end"] - truth["end"]) <= 1.5
 
 
 def test_english_track_figures(hindi_job: dict) -> None:
@@ -110,7 +126,13 @@ def test_english_track_figures(hindi_job: dict) -> None:
     turns = hindi_job["truth"]["turns"]
     hypotheses = [text_over(subs, t, slack=0.0) for t in turns]
     chrf = sacrebleu.corpus_chrf(hypotheses, [[t["english"] for t in turns]]).score
-    print(f"English track: chrF {chrf:.1f} against the sample's reference translation")
+    translation = json.loads(next(hindi_job["dir"].glob("*_second_pass_translation/translation.json")).read_text())
+    flagged = [r for r in translation["records"] if r["action"] == "flagged"]
+    redone = [r for r in translation["records"] if r["reason"].startswith("not English")]
+    print(f"English track: chrF {chrf:.1f} against the sample's reference translation; {len(redone)} segments not "
+          f"English decoded again, {len(flagged)} flagged")  # fmt: skip
+    qc = next(hindi_job["dir"].glob("*_subtitle_gen/qc.md")).read_text(encoding="utf-8")
+    assert not flagged or "What the translate pass dropped, decoded again or flagged" in qc
     assert all(h.isascii() for h in hypotheses)  # English, not Devanagari
 
 
@@ -178,3 +200,56 @@ def test_an_english_line_glued_to_a_hindi_one_is_cut_off() -> None:
         (10.3, 11.6, "चलो, घर चलें।"), (14.6, 16.0, "Simran, I will come back.")]  # fmt: skip
     named = segment([(" राज", 1.0, 1.3), (" Simran", 1.3, 1.6), (" घर", 1.6, 2.0), (" गई", 2.0, 2.3)])
     assert split_at_script(named) == [named]  # a name inside Hindi stays
+
+
+def _decoded(text: str, start: float = 1.0) -> Decoded:
+    return Decoded(start=start, end=start + 2, text=text, avg_logprob=-0.3, no_speech_prob=0.1, compression_ratio=1.2)
+
+
+ROMANISED = "Mokyapata hai, Mabipata geesheshon, Palit Malkarra hai hai."  # base's "translation" of Hindi speech
+
+
+def test_english_words_tell_an_english_line_from_romanised_hindi() -> None:
+    from tasks.asr import label_mixed_language
+    from tasks.whisper_pass import english_share
+
+    assert english_share("Simran, I will come back before the monsoon.", ["Simran"]) == 1.0
+    assert english_share("Raj, Rena Dasam in Atam Emni Kala Jaggi.", ["Raj"]) < 0.6
+    assert english_share(ROMANISED, []) < 0.6
+    english, romanised, hindi = _decoded("Simran, I will come back."), _decoded(ROMANISED, 4), _decoded("राज घर गया", 7)
+    flags = label_mixed_language([english, romanised, hindi], ["en"], ["Simran"], logging.getLogger("test"))
+    assert (english.language, romanised.language, hindi.language) == ("en", None, None)  # romanised stays Hindi
+    assert [f["start"] for f in flags] == [1.0, 4.0]
+
+
+class _Decoder:
+    """Stands in for the loaded model in the bookkeeping test: `decode_alone` answers what it was given."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def options(self) -> dict:
+        return {}
+
+    def decode_alone(self, _audio: object, chunk: dict, _index: int, _options: dict) -> list[Decoded]:
+        return [_decoded(self.answer, chunk["start"])]
+
+
+FIXED = "Where is Raj? He went home."
+
+
+@pytest.mark.parametrize(("again", "action", "text"), [(FIXED, "redecoded", FIXED), (ROMANISED, "flagged", ROMANISED)])
+def test_a_translation_that_is_not_english_is_decoded_again_then_flagged(again: str, action: str, text: str) -> None:
+    from settings.stages import WhisperDecoding
+    from tasks.asr_guards import GuardSettings
+    from tasks.whisper_pass import PassRequest, english_check, rechecked
+
+    request = PassRequest(model="x", setting="X", task="translate", language="hi", decoding=WhisperDecoding(),
+                          terms=["Raj"], check=english_check(["Raj"], "not English"))  # fmt: skip
+    kept = [_decoded("I know my father is waiting.", 0.0), _decoded(ROMANISED, 3.0)]
+    speech = [{"start": 0.0, "end": 6.0}]
+    guards = GuardSettings(no_speech_threshold=0.6, log_prob_threshold=-1.0, compression_ratio_threshold=2.4)
+    decoder: Any = _Decoder(again)
+    out, records = rechecked(decoder, None, speech, kept, request, guards, logging.getLogger("test"))  # type: ignore[arg-type]
+    assert [s.text for s in out] == ["I know my father is waiting.", text]  # nothing lost either way
+    assert [(r["action"], r["reason"].split(" (")[0]) for r in records] == [(action, "not English")]

@@ -32,8 +32,11 @@ LYRIC = "my heart is singing for you tonight, my heart is singing for you"
 SONG_S = 30.0
 
 
-def build_film(folder: Path, voiced: bool) -> tuple[Path, dict, tuple[float, float]]:
-    """A film with dialogue, a song, dialogue; its hand-written transcript and the song's true span."""
+def build_film(folder: Path, voiced: bool, unsure: bool = False) -> tuple[Path, dict, tuple[float, float]]:
+    """A film with dialogue, a song, dialogue; its hand-written transcript and the song's true span.
+
+    `unsure`: Whisper was unsure the dialogue after the song was speech at all, as the multilingual
+    base model is on real Hindi speech; that text cue must not carry the song over the dialogue."""
     first, first_turns = dialogue(BEFORE, gaps=0.8)
     second, second_turns = dialogue(AFTER, gaps=0.8)
     song = music(SONG_S)
@@ -77,8 +80,8 @@ def build_film(folder: Path, voiced: bool) -> tuple[Path, dict, tuple[float, flo
             "end": round(after_start + t.end, 3),
             "text": t.text,
             "speaker": t.speaker,
-            "avg_logprob": -0.3,
-            "no_speech_prob": 0.02,
+            "avg_logprob": -0.9 if unsure else -0.3,
+            "no_speech_prob": 0.6 if unsure else 0.02,
             "words": [],
         }
         for i, t in enumerate(second_turns)
@@ -104,9 +107,15 @@ def upstream_for(tmp_path: Path, film: Path, transcript: dict) -> tuple:
     return job, {"demux": demux, "silero_vad": vad, "asr": asr}
 
 
-@pytest.mark.parametrize("voiced", [False, True], ids=["music-only", "voice-over-music"])
-def test_song_between_dialogue_is_found_and_no_dialogue_is_flagged(tmp_path: Path, voiced: bool) -> None:
-    film, transcript, (true_start, true_end) = build_film(tmp_path, voiced)
+@pytest.mark.parametrize(
+    ("voiced", "unsure"),
+    [(False, False), (True, False), (True, True)],
+    ids=["music-only", "voice-over-music", "unsure-dialogue-after"],
+)
+def test_song_between_dialogue_is_found_and_no_dialogue_is_flagged(tmp_path: Path, voiced: bool, unsure: bool) -> None:
+    """The song region starts and ends where the music does (within a second), not where the smoothed score
+    or the transcript's cues would carry it."""
+    film, transcript, (true_start, true_end) = build_film(tmp_path, voiced, unsure)
     job, upstream = upstream_for(tmp_path, film, transcript)
     started = time.perf_counter()
     result = run_stage("lyrics_detection", job, LyricsSettings(), upstream=upstream, film=FilmSettings())
@@ -120,7 +129,7 @@ def test_song_between_dialogue_is_found_and_no_dialogue_is_flagged(tmp_path: Pat
     assert len(regions) == 1
     start_error, end_error = abs(regions[0]["start"] - true_start), abs(regions[0]["end"] - true_end)
     print(f"edge errors: start {start_error:.2f} s, end {end_error:.2f} s")
-    assert start_error <= 3.0 and end_error <= 3.0
+    assert start_error <= 1.5 and end_error <= 1.5
     dialogue_ids = {s["id"] for s in transcript["segments"] if s["speaker"] is not None}
     song_ids = {s["id"] for s in transcript["segments"] if s["speaker"] is None}
     assert not dialogue_ids & set(songs["lyric_segment_ids"])  # no dialogue flagged

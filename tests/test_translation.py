@@ -80,9 +80,14 @@ def spoken(tmp_path_factory):
     )
 
 
-def as_hindi(job, upstream: dict[str, StageResult], transcript: dict[str, Any]) -> dict[str, StageResult]:
-    """The same transcript said to be Hindi (so it is not passed through)."""
-    return upstream | {"asr": fake_result(job, "asr", {"transcript.json": transcript | {"language": "hi"}})}
+def as_hindi(
+    job, upstream: dict[str, StageResult], transcript: dict[str, Any], english: frozenset[int] = frozenset()
+) -> dict[str, StageResult]:
+    """The same transcript said to be Hindi (so it is not passed through), but for the segments in `english`,
+    labelled as said in English the way the asr stage labels the Latin lines of a Hinglish film."""
+    segments = [s | {"language": "en" if s["id"] in english else "hi"} for s in transcript["segments"]]
+    hindi = transcript | {"language": "hi", "segments": segments}
+    return upstream | {"asr": fake_result(job, "asr", {"transcript.json": hindi})}
 
 
 # Passthrough and none ------------------------------------------------------------------------------
@@ -109,6 +114,7 @@ def test_backend_none_writes_no_english(spoken):
         "target_language": "en",
         "passthrough": False,
         "segments": [],
+        "records": [],
     }
 
 
@@ -140,6 +146,36 @@ def test_whisper_pass_maps_english_segments_to_the_transcript(spoken, monkeypatc
         assert seg["speaker"] in {s["speaker"] for s in sources}
         assert fuzz.ratio(seg["text"].lower(), " ".join(s["text"] for s in sources).lower()) > 80
     print(f"\nwhisper pass: {[(s['source_ids'], s['speaker'], s['text']) for s in out['segments']]}")
+
+
+def test_a_line_said_in_english_passes_through_and_is_not_translated_again(spoken, monkeypatch):
+    """Hinglish: the segment labelled English goes into the English track exactly as said; the translate pass
+    decodes only the speech outside it."""
+    import tasks.second_pass_translation as spt
+
+    decoded_speech: list[list[dict[str, Any]]] = []
+    original = spt.whisper_pass
+
+    def recording(request, audio, speech, *args):
+        decoded_speech.append(speech)
+        return original(request, audio, speech, *args)
+
+    monkeypatch.setattr(spt, "is_multilingual", lambda _pipeline: True)
+    monkeypatch.setattr(spt, "whisper_pass", recording)
+    job, upstream, transcript = spoken
+    said = transcript["segments"][1]
+    result = run_translation(
+        job, as_hindi(job, upstream, transcript, frozenset({said["id"]})), TranslationSettings(backend="whisper")
+    )
+    out = translation(job)
+    as_said = [s for s in out["segments"] if s["source_ids"] == [said["id"]]]
+    assert len(as_said) == 1 and as_said[0]["text"] == said["text"] and as_said[0]["words"] == said["words"]
+    assert result.summary["said_in_english"] == 1
+    assert all(said["id"] not in s["source_ids"] for s in out["segments"] if s is not as_said[0])
+    assert [s["id"] for s in out["segments"]] == list(range(len(out["segments"])))
+    assert [s["start"] for s in out["segments"]] == sorted(s["start"] for s in out["segments"])
+    for region in decoded_speech[0]:
+        assert region["end"] <= said["start"] or region["start"] >= said["end"], region
 
 
 # NMT -------------------------------------------------------------------------------------------------
@@ -219,7 +255,8 @@ def tiny_nmt(tmp_path_factory) -> Path:
     return tiny_marian(tmp_path_factory.mktemp("nmt") / "model", training_pairs(1), steps=400)
 
 
-def hindi_upstream(job) -> dict[str, StageResult]:
+def hindi_upstream(job, english: tuple[float, str] | None = None) -> dict[str, StageResult]:
+    """A Hindi transcript of the HINDI lines, and a line said in English at `english` (start, text) if given."""
     segments = [
         {
             "id": i,
@@ -233,6 +270,13 @@ def hindi_upstream(job) -> dict[str, StageResult]:
         }
         for i, (text, speaker) in enumerate(HINDI)
     ]
+    if english is not None:
+        start, text = english
+        segments.append(
+            segments[0] | {"id": len(segments), "start": start, "end": start + 1.0, "text": text, "language": "en"}
+        )
+        segments.sort(key=lambda s: s["start"])
+        segments = [s | {"id": i} for i, s in enumerate(segments)]
     transcript = {
         "language": "hi",
         "language_probability": 0.97,
@@ -402,3 +446,21 @@ def test_a_variant_maps_to_the_part_of_the_name_it_spells():
     assert table["Raaj"] == "Raj"
     assert table["Raaj Malhotra"] == "Raj Malhotra"
     assert table["Malhotra"] == "Malhotra"
+
+
+def test_nmt_leaves_a_line_said_in_english_as_said(tmp_path, tiny_nmt):
+    from tests.support import make_job
+
+    job = make_job(tmp_path)
+    upstream = hindi_upstream(job, english=(10.0, "Okay, see you tomorrow."))
+    settings = TranslationSettings(backend="nmt", nmt_model=str(tiny_nmt), batch_size=2, context_segments=1)
+    result = run_translation(job, upstream, settings)
+    out = translation(job)
+    assert [s["text"] for s in out["segments"]] == [
+        "where is Raj",
+        "Simran went home",
+        "I do not know",
+        "Okay, see you tomorrow.",
+    ]
+    assert [s["source_ids"] for s in out["segments"]] == [[0], [1], [2], [3]]
+    assert result.summary["said_in_english"] == 1 and result.summary["context_windows"] == 3
