@@ -169,7 +169,7 @@ class TranslationSettings(StageSettings):
 
 class LyricsSettings(StageSettings):
     min_duration_s: float = 15.0
-    merge_gap_s: float = 4.0
+    merge_gap_s: float = 12.0
     threshold: float = 0.5
     text_weight: float = Field(
         0.35, ge=0, le=1, description="How much transcript cues (♪, repeated lines) add to the music score."

@@ -237,6 +237,16 @@ def intro_start(toks: list[str], intro: str) -> int | None:
     return None
 
 
+def echoed_share(text: str, prompt: str) -> float:
+    """The share of the words of `text` in sentences (two words or more) that repeat a sentence of the prompt,
+    when at least two do: one alone may be a line of the film ("आप कैसे हैं?" is said in films too)."""
+    said = [normalise(x) for x in _SENTENCE_END.split(text) if normalise(x)]
+    given = [normalise(x) for x in _SENTENCE_END.split(prompt) if len(normalise(x).split()) >= 2]
+    echoes = [x for x in said if len(x.split()) >= 2 and any(fuzz.partial_ratio(x, g) >= 90 for g in given)]
+    total = sum(len(x.split()) for x in said)
+    return sum(len(x.split()) for x in echoes) / total if total and len(echoes) >= 2 else 0.0
+
+
 def guard_prompt_echo(
     seg: Decoded, terms: list[str], prompt: str | None, intro: str | None = None
 ) -> tuple[Decoded | None, Record | None]:
@@ -245,6 +255,8 @@ def guard_prompt_echo(
     if not text:
         return seg, None
     if prompt and len(text.split()) >= 3 and fuzz.ratio(text, normalise(prompt)) >= 90:
+        return None, record(seg, "prompt_echo", "dropped")
+    if prompt and echoed_share(seg.text, prompt) >= 0.5:  # the prompt's sentences said again ("आप कैसे हैं?")
         return None, record(seg, "prompt_echo", "dropped")
     at = intro_start(tokens_of(seg), intro) if intro else None
     if at is not None:  # "... Names in this film, ...": the prompt's own words, and whatever follows them

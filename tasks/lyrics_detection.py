@@ -20,7 +20,6 @@ import unicodedata
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import median_filter, uniform_filter1d
 
 from settings.stages import LyricsSettings
 from tasks.contract import PermanentError, StageContext, StageResult
@@ -30,11 +29,11 @@ from tasks.music_features import HOP_S, HopFeatures, hop_features
 
 # Audio evidence weights (sum to 1) and the ranges mapped onto 0..1.
 W_PULSE, W_TONAL, W_NON_SPEECH = 0.55, 0.15, 0.30
-PULSE_RANGE = (0.30, 0.55)  # tempogram beat strength: speech sits low, a held beat high
+PULSE_RANGE = (0.25, 0.45)  # tempogram beat strength (onsets above their floor): speech sits low, a held beat high
 SMOOTH_S = 4.0  # evidence is averaged over this much time before it is judged
 MEDIAN_S = 2.5  # then short blips are removed
 BEAT = 0.5  # a hop holds a beat when its own (unsmoothed) pulse maps to at least this
-BEAT_RUN_S = 3.0  # a song's beat holds this long; speech rhythm makes shorter runs
+BEAT_RUN_S = 1.5  # a song's beat holds this long; speech rhythm makes shorter runs
 BEAT_GAP_S = 1.0  # dips this short inside a run of beats do not break it
 EDGE_SEARCH_S = SMOOTH_S  # how far outside a region its edges may move
 LAST_NOTES_S = 2.0  # non-speech sound kept past the first or last beat (a lead-in, the last chord)
@@ -43,6 +42,7 @@ LAST_NOTES_S = 2.0  # non-speech sound kept past the first or last beat (a lead-
 CUE_MUSIC_SIGN = 1.0
 CUE_REPEATED = 0.6
 CUE_UNSURE = 0.3
+STRONG_CUE = 0.5  # a cue this strong (a music sign, a repeated line) marks sung text on its own; "unsure" does not
 REPEAT_WINDOW_S = 90.0
 REPEAT_MIN_WORDS = 3
 REPEAT_SIMILARITY = 85.0  # rapidfuzz ratio
@@ -115,6 +115,8 @@ def speech_curve(probability: dict[str, Any], hops: int) -> np.ndarray:
 
 
 def _smooth(values: np.ndarray, seconds: float) -> np.ndarray:
+    from scipy.ndimage import uniform_filter1d  # here, not at import: the flow imports this module to wire it
+
     return uniform_filter1d(values.astype(float), size=max(1, int(round(seconds / HOP_S))), mode="nearest")
 
 
@@ -129,6 +131,8 @@ def audio_score(features: HopFeatures, speech: np.ndarray) -> np.ndarray:
 
 def music_score(audio: np.ndarray, text: np.ndarray, text_weight: float) -> np.ndarray:
     combined = np.clip(audio + text_weight * text, 0.0, 1.0)
+    from scipy.ndimage import median_filter
+
     return median_filter(combined, size=max(1, int(round(MEDIAN_S / HOP_S))) | 1, mode="nearest")
 
 
@@ -166,13 +170,16 @@ def beat_runs(beat: np.ndarray) -> list[tuple[int, int]]:
     return [(a, b) for a, b in runs if b - a >= least]
 
 
-def refined_edges(regions: list[dict[str, float]], features: HopFeatures, speech: np.ndarray) -> list[dict[str, float]]:
+def refined_edges(
+    regions: list[dict[str, float]], features: HopFeatures, speech: np.ndarray, text: np.ndarray
+) -> list[dict[str, float]]:
     """Each region's edges moved to where its music starts and stops.
 
     The score is smoothed over seconds, and transcript cues can carry it over the dialogue next to
     a song, so its edges are only roughly right. The beat is sharper: the edges go to the first and
-    last long run of beats in or near the region, out to where the beat fades to half its level,
-    then over the non-speech sound just beyond (a lead-in, the last chord). A region with no long
+    last long run of beats in or near the region, out to where the beat fades to half its level
+    or the transcript stops saying "sung" (a music sign or a repeated line; a singer over the
+    music masks its beat), then over the non-speech sound just beyond (a lead-in, the last chord). A region with no long
     run of beats (a song without drums, found by other evidence) keeps its edges.
     """
     low, high = PULSE_RANGE
@@ -191,9 +198,9 @@ def refined_edges(regions: list[dict[str, float]], features: HopFeatures, speech
         # The tempogram sees a few seconds at once: at the true edge about half its window holds the song,
         # so the edge is where the pulse falls to half the song's own level.
         half = 0.5 * float(np.median(pulse[start:end]))
-        while start > lo and pulse[start - 1] >= half:
+        while start > lo and (pulse[start - 1] >= half or text[start - 1] >= STRONG_CUE):
             start -= 1
-        while end < hi and pulse[end] >= half:
+        while end < hi and (pulse[end] >= half or text[end] >= STRONG_CUE):
             end += 1
         for _ in range(notes):
             start -= int(start > 0 and sound[start - 1])
@@ -232,7 +239,8 @@ def lyrics_detection(
     text = text_curve(segments, cues, hops)
     score = music_score(audio_score(features, speech), text, settings.text_weight)
     found = song_regions(score, settings.threshold, settings.merge_gap_s, 0.0, duration)
-    regions = [r for r in refined_edges(found, features, speech) if r["end"] - r["start"] >= settings.min_duration_s]
+    edges = refined_edges(found, features, speech, text)
+    regions = [r for r in edges if r["end"] - r["start"] >= settings.min_duration_s]
     lyric_ids = lyric_segment_ids(segments, regions)
     ctx.write(Songs(regions=[SongRegion(**r) for r in regions], lyric_segment_ids=lyric_ids))
     ctx.write_json("music_score.json", {"hop_s": HOP_S, "values": [round(float(v), 3) for v in score]})

@@ -28,6 +28,7 @@ TEMPO_WINDOW_S = 6.0  # tempogram context
 BEAT_RANGE_S = (0.33, 1.0)  # beat periods considered: 60 to 180 beats a minute
 TONAL_LAG = 4  # frames (100 ms) between the chroma vectors compared
 LOUD_RANGE_DB = 30.0  # a frame this far under the window's loud level counts as quiet
+ONSET_FLOOR_S = 1.0  # onsets are measured above their mean over this much time
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def audio_blocks(path: Path, block_s: float, margin_s: float) -> Iterator[Block]
 def block_features(samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
     """Per-STFT-frame features of one block (frame k is centred on sample k * FRAME_HOP)."""
     import librosa
+    from scipy.ndimage import uniform_filter1d
 
     spec = np.abs(librosa.stft(samples, n_fft=N_FFT, hop_length=FRAME_HOP))
     harmonic, percussive = librosa.decompose.hpss(spec, kernel_size=(17, 17))
@@ -74,6 +76,10 @@ def block_features(samples: np.ndarray, rate: int) -> dict[str, np.ndarray]:
     mel = librosa.feature.melspectrogram(S=percussive**2, sr=rate, n_mels=64)
     onsets = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=rate, hop_length=FRAME_HOP)
     frames_per_s = rate / FRAME_HOP
+    # Only onsets above the local mean: a noise bed gives a steady onset floor whose autocorrelation is
+    # high at every lag (a "beat" at every period); what stands out of it is what can repeat.
+    floor = uniform_filter1d(onsets, size=max(1, int(ONSET_FLOOR_S * frames_per_s)), mode="nearest")
+    onsets = np.maximum(0.0, onsets - floor)
     window = int(TEMPO_WINDOW_S * frames_per_s)
     tempogram = librosa.feature.tempogram(onset_envelope=onsets, sr=rate, hop_length=FRAME_HOP, win_length=window)
     lags = np.arange(int(BEAT_RANGE_S[0] * frames_per_s), int(BEAT_RANGE_S[1] * frames_per_s) + 1)

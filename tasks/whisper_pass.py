@@ -147,22 +147,43 @@ def rechecked(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, floa
     return out, records
 
 
-RETRY_MARGIN = 0.5  # a retried segment is kept down to this much under Whisper's log-probability threshold
+RETRY_MARGIN = 0.5  # a retried segment is kept down to this much under Whisper's log-probability threshold,
+RETRY_FLOOR = 1.5  # kept and flagged down to this much under it, and dropped below
 
 
 def confident(decoded: list[Decoded], cfg: GuardSettings, log: logging.Logger) -> tuple[list[Decoded], list[Record]]:
-    """The retried segments Whisper is sure enough of: mean log-probability at least RETRY_MARGIN under its own
-    threshold. A retry is speculative; at the higher temperatures of the fallback its text is often nonsense
-    that no guard sees. On the Hindi sample base's garbled retries score -1.6 to -3.2, its real ones -1.06
-    to -1.3 (Whisper's threshold of -1.0 alone would drop those and lose their lines)."""
+    """The retried segments, those Whisper is unsure of flagged, and those it is far from sure of dropped.
+
+    A retry is speculative; at the higher temperatures of the fallback its text can be nonsense that no guard
+    sees. Whisper's own threshold (-1.0) alone would drop real lines: on the Hindi sample base's retries of
+    real speech score -1.06 to -1.7, and its worst garble -2.3 to -3.2. So a retry is kept down to
+    RETRY_MARGIN under the threshold, kept and flagged (listed in the QC report) down to RETRY_FLOOR under it,
+    and dropped below that.
+    """
     kept, records = [], []
     for seg in decoded:
-        if seg.avg_logprob >= cfg.log_prob_threshold - RETRY_MARGIN:
-            kept.append(seg)
+        if seg.avg_logprob < cfg.log_prob_threshold - RETRY_FLOOR:
+            log.info("retry dropped [%.2f-%.2f] (log-probability %.2f): %r", seg.start, seg.end, seg.avg_logprob,
+                     seg.text)  # fmt: skip
+            records.append(record(seg, f"retry nonsense (log-probability {seg.avg_logprob:.2f})", "dropped"))
             continue
-        log.info("retry dropped [%.2f-%.2f] (log-probability %.2f): %r", seg.start, seg.end, seg.avg_logprob, seg.text)
-        records.append(record(seg, f"retry unsure (log-probability {seg.avg_logprob:.2f})", "dropped"))
+        kept.append(seg)
+        if seg.avg_logprob < cfg.log_prob_threshold - RETRY_MARGIN:
+            records.append(record(seg, f"retry unsure (log-probability {seg.avg_logprob:.2f})", "flagged"))
     return kept, records
+
+
+def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded], list[Record]]:
+    """The retried segments that say something the kept ones do not: a bare region can be long and hold a
+    kept line too, which its retry says again (the same line twice in the subtitles)."""
+    out, records = [], []
+    for seg in found:
+        shared = sum(max(0.0, min(seg.end, k.end) - max(seg.start, k.start)) for k in kept)
+        if shared > 0.5 * max(seg.end - seg.start, 1e-3):
+            records.append(record(seg, "retry repeats a kept segment", "dropped"))
+        else:
+            out.append(seg)
+    return out, records
 
 
 def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
@@ -191,6 +212,8 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
         again, unsure = confident(again, cfg, log)
         found += again
         records += dropped + unsure
+    found, repeats = new_speech(found, kept)
+    records += repeats
     bare = {(r["start"], r["end"]) for r in uncovered_speech(missed, found, min_s=0.5)}
     for region in missed:
         text = " ".join(s.text for s in found if s.end > region["start"] and s.start < region["end"])

@@ -749,7 +749,7 @@ class _Retrying:
         assert options["hotwords"] is None  # no names list on the lone try
         if chunk["start"] == 8.0:
             return [seg("Simran is waiting.", 8.0, 9.0)]
-        return [seg("gone fish tree", 12.0, 13.0, logprob=-2.1)]  # under -1.0 - RETRY_MARGIN
+        return [seg("gone fish tree", 12.0, 13.0, logprob=-2.8)]  # under -1.0 - RETRY_FLOOR
 
 
 def test_bare_speech_is_decoded_again_batched_then_alone_and_unsure_text_is_not_kept():
@@ -768,4 +768,24 @@ def test_bare_speech_is_decoded_again_batched_then_alone_and_unsure_text_is_not_
     assert decoder.lone == [8.0, 12.0]  # the batched try's find is not decoded again
     by_region = {(r["start"], r["action"]) for r in records if r["reason"] == "speech without words"}
     assert by_region == {(4.0, "redecoded"), (8.0, "redecoded"), (12.0, "uncovered")}
-    assert any(r["reason"].startswith("retry unsure") and r["text"] == "gone fish tree" for r in records)
+    assert any(r["reason"].startswith("retry nonsense") and r["text"] == "gone fish tree" for r in records)
+
+
+def test_a_retry_that_says_a_kept_line_again_is_dropped():
+    from tasks.whisper_pass import new_speech
+
+    kept = [seg("I told Nikhil that we would meet at the old temple.", 18.9, 22.6)]
+    again = [seg("I told Nikhil that we would meet at an old temple.", 18.7, 22.9), seg("Where is it?", 24.0, 25.0)]
+    found, records = new_speech(again, kept)
+    assert [s.text for s in found] == ["Where is it?"]
+    assert [(r["start"], r["reason"]) for r in records] == [(18.7, "retry repeats a kept segment")]
+
+
+def test_the_prompts_own_sentences_said_again_are_dropped():
+    from tasks.asr_guards import guard_prompt_echo
+
+    seed = "नमस्ते, आप कैसे हैं? मैं ठीक हूँ। Names in this film: राज, सिम्रन."
+    echo = seg("आपकूँ। आप कैसे हैं? आप कैसे हैं?", 40.8, 43.3)
+    assert guard_prompt_echo(echo, [], seed)[0] is None
+    line = seg("राज, ट्रेन दस मिनट में निकल जाएगी। आप कैसे हैं?", 1.0, 4.0)  # a real line that happens to end so
+    assert guard_prompt_echo(line, [], seed)[0] is line
