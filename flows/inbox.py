@@ -1,8 +1,10 @@
 """The watch folder's plain logic: which inbox files are ready, and the ledger of what was done.
 
 A file is ready when its size and modification time are the same on two scans in a row (a
-film still being copied is left alone). The ledger is keyed by the film's fingerprint, so the
-same film never runs twice, whatever its name or wherever it was moved.
+film still being copied is left alone). A file still changing after `max_changes` scans in a
+row is recorded as unsettled, to be reported; it is never run while it changes. The ledger is
+keyed by the film's fingerprint, so the same film never runs twice, whatever its name or
+wherever it was moved.
 """
 
 from __future__ import annotations
@@ -44,9 +46,25 @@ MEDIA_EXTENSIONS = {
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", "~", ".!qb", ".swp")
 
 
+MAX_UNSETTLED_SCANS = 30  # at the default 60 s interval: still changing after half an hour
+
+
 class Seen(BaseModel):
     size: int
     mtime_ns: int
+    changes: int = 0  # scans in a row on which the file differed from the scan before
+    first_seen: str = Field(default_factory=now_iso)
+
+
+class Unsettled(BaseModel):
+    """A file still changing after the limit: reported, not run (a stalled or endless copy)."""
+
+    path: str
+    size: int
+    changes: int
+    first_seen: str
+    note: str
+    updated: str = Field(default_factory=now_iso)
 
 
 class Entry(BaseModel):
@@ -64,6 +82,7 @@ class Ledger(BaseModel):
     inbox: str
     seen: dict[str, Seen] = Field(default_factory=dict)  # path -> last scan's size and mtime
     films: dict[str, Entry] = Field(default_factory=dict)  # fingerprint -> what was done
+    unsettled: dict[str, Unsettled] = Field(default_factory=dict)  # path -> file that never settled
 
 
 def ledger_path(out_root: Path, inbox: Path) -> Path:
@@ -100,18 +119,38 @@ def candidates(inbox: Path) -> list[Path]:
     return out
 
 
-def stable_files(inbox: Path, ledger: Ledger) -> list[Path]:
-    """Files whose size and mtime match the previous scan; remembers this scan for the next one."""
+def stable_files(inbox: Path, ledger: Ledger, max_changes: int = MAX_UNSETTLED_SCANS) -> list[Path]:
+    """Files whose size and mtime match the previous scan; remembers this scan for the next one.
+
+    A file that changed on more than `max_changes` scans in a row goes into `ledger.unsettled`
+    (and stays out of the ready list); it leaves that list once it is stable, or gone.
+    """
     now: dict[str, Seen] = {}
     ready = []
     for path in candidates(inbox):
         stat = path.stat()
+        before = ledger.seen.get(str(path))
         seen = Seen(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        if before is not None:
+            seen.first_seen = before.first_seen
+            same = (before.size, before.mtime_ns) == (seen.size, seen.mtime_ns)
+            seen.changes = 0 if same else before.changes + 1
+            if same:
+                ready.append(path)
         now[str(path)] = seen
-        if ledger.seen.get(str(path)) == seen:
-            ready.append(path)
+        if seen.changes > max_changes:
+            ledger.unsettled[str(path)] = _unsettled(path, seen)
     ledger.seen = now
+    ledger.unsettled = {p: u for p, u in ledger.unsettled.items() if p in now and now[p].changes > 0}
     return ready
+
+
+def _unsettled(path: Path, seen: Seen) -> Unsettled:
+    note = (
+        f"still changing after {seen.changes} scans since {seen.first_seen} (now {seen.size} bytes): "
+        "not run until its size and mtime hold still"
+    )
+    return Unsettled(path=str(path), size=seen.size, changes=seen.changes, first_seen=seen.first_seen, note=note)
 
 
 def needs_run(entry: Entry | None, path: Path) -> bool:

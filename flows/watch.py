@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.inbox import Entry, ledger_path, needs_run, open_ledger, stable_files
+from flows.inbox import MAX_UNSETTLED_SCANS, Entry, ledger_path, needs_run, open_ledger, stable_files
 from flows.prepare import InputError, prepare_job
 from settings.jobs import fingerprint, now_iso
 from settings.model import load_settings
@@ -26,8 +26,13 @@ def watch_folder(
     processed: Literal["ledger", "move"] = "ledger",
     done_folder: str | None = None,
     deployment: str = SUBTITLE_DEPLOYMENT,
+    max_unsettled_scans: int = MAX_UNSETTLED_SCANS,
 ) -> dict[str, int]:
-    """One scan of `inbox`: follow up earlier runs, then start runs for files that are ready."""
+    """One scan of `inbox`: follow up earlier runs, then start runs for files that are ready.
+
+    A file still changing after `max_unsettled_scans` scans is reported once (a warning, and the
+    ledger's `unsettled`), and never prepared while it changes.
+    """
     from prefect.deployments import run_deployment
 
     log = get_run_logger()
@@ -35,11 +40,16 @@ def watch_folder(
     if not inbox_path.is_dir():
         raise ValueError(f"inbox {inbox_path} is not a folder")
     out_root = load_settings().out_root
-    counts = {"started": 0, "done": 0, "failed": 0, "waiting": 0}
+    counts = {"started": 0, "done": 0, "failed": 0, "waiting": 0, "unsettled": 0}
     with open_ledger(ledger_path(out_root, inbox_path), inbox_path) as ledger:
         _follow_up(ledger.films.values(), processed, Path(done_folder) if done_folder else inbox_path / ".done", counts)
-        ready = stable_files(inbox_path, ledger)
+        reported = set(ledger.unsettled)
+        ready = stable_files(inbox_path, ledger, max_unsettled_scans)
         counts["waiting"] = len(ledger.seen) - len(ready)
+        counts["unsettled"] = len(ledger.unsettled)
+        for name, unsettled in ledger.unsettled.items():
+            if name not in reported:
+                log.warning("%s: %s", Path(name).name, unsettled.note)
         for path in ready:
             key = fingerprint(path)
             if not needs_run(ledger.films.get(key), path):

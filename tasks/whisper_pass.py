@@ -120,13 +120,25 @@ def english_check(terms: list[str], failure: str, latin_only: bool = False) -> C
     return check
 
 
+RETRY_TEMPERATURES = [0.0, 0.2, 0.4, 0.6]  # above these, base's retries were nonsense, and each step costs time
+
+
+def lone_options(decoder: WhisperDecoder, request: PassRequest) -> dict[str, Any]:
+    """How a lone retry decodes: no names in the prompt (only its script-setting part), temperature fallback."""
+    return decoder.options() | {
+        "initial_prompt": request.initial_prompt or None,
+        "hotwords": None,
+        "temperature": RETRY_TEMPERATURES,
+    }
+
+
 def rechecked(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
               request: PassRequest, cfg: GuardSettings,
               log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
     """The kept segments with those the request's check rejects decoded again on their own (prompt off,
     temperature fallback); a segment still rejected after that stays, flagged, so no line is lost."""
     assert request.check is not None
-    options = decoder.options() | {"initial_prompt": request.initial_prompt or None, "hotwords": None}
+    options = lone_options(decoder, request)
     out: list[Decoded] = []
     records: list[Record] = []
     for number, seg in enumerate(kept):
@@ -206,7 +218,7 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     found, records = guarded(first, speech, cfg, log)
     found, unsure = confident(found, cfg, log)
     records += unsure
-    options = decoder.options() | {"initial_prompt": request.initial_prompt or None, "hotwords": None}
+    options = lone_options(decoder, request)
     for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5)):
         again, dropped = guarded(decoder.decode_alone(audio, region, 10_000 + number, options), speech, cfg, log)
         again, unsure = confident(again, cfg, log)

@@ -76,9 +76,9 @@ def test_no_line_is_lost_in_either_track(hindi_job: dict) -> None:
 
 
 def test_the_hindi_track_is_devanagari(hindi_job: dict) -> None:
-    """Over the events of the lines said in Hindi. Whisper base on synthetic voices is not reproducible
-    here (CTranslate2 on this CPU gives the same audio slightly different scores from run to run), so
-    this bar is looser than the 95 % the issue aims at; the measured share is printed."""
+    """Over the events of the lines said in Hindi (the English line aside). Whisper base on synthetic voices
+    is not reproducible here (CTranslate2 on this CPU gives the same audio slightly different scores from
+    run to run); the measured share is printed."""
     subs = track(hindi_job, "hi")
     hindi_turns = [t for t in hindi_job["truth"]["turns"] if t["language"] == "hi"]
     english = next(t for t in hindi_job["truth"]["turns"] if t["language"] == "en")
@@ -90,7 +90,7 @@ def test_the_hindi_track_is_devanagari(hindi_job: dict) -> None:
     reference = " ".join(t["text"] for t in hindi_turns)
     cer = jiwer.cer(re.sub(r"[।,.?!]", "", reference), re.sub(r"[।,.?!]", "", said))
     print(f"Hindi track: Devanagari share {share:.3f}, character error rate {cer:.2f} (Whisper base, synthetic voices)")
-    assert share >= 0.8
+    assert share >= 0.95
 
 
 def test_the_english_line_is_kept_as_said(hindi_job: dict) -> None:
@@ -119,6 +119,9 @@ def test_the_song_region_ends_where_the_music_does(hindi_job: dict) -> None:
     assert len(songs["regions"]) == 1
     assert abs(songs["regions"][0]["start"] - truth["start"]) <= 1.5
     assert abs(songs["regions"][0]["end"] - truth["end"]) <= 1.5
+    transcript = json.loads(next(hindi_job["dir"].glob("*_asr/transcript.json")).read_text(encoding="utf-8"))
+    after = [s["id"] for s in transcript["segments"] if s["start"] >= truth["end"]]
+    assert after and not set(after) & set(songs["lyric_segment_ids"])  # the dialogue after the song is not lyrics
 
 
 def test_english_track_figures(hindi_job: dict) -> None:
