@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -70,7 +71,7 @@ from tasks.whisper_models import (
     release,
     resolve_model,
 )
-from tasks.whisper_pass import ENGLISH_WORDS, PassRequest, english_check, english_share, whisper_pass
+from tasks.whisper_pass import ENGLISH_WORDS, PassRequest, english_check, english_share, name_words, whisper_pass
 
 HOTWORD_SHARE = 1 / 3  # of the prompt budget, for the top names, when ASR__HOTWORDS is on
 MODEL_SETTING = "ASR__MODEL"
@@ -269,11 +270,14 @@ def on_speech_edges(segments: list[Decoded], speech: list[dict[str, float]]) -> 
     words = sorted(
         ((i, j, w) for i, seg in enumerate(segments) for j, w in enumerate(seg.words)), key=lambda x: x[2]["start"]
     )
+    starts = [float(r["start"]) for r in speech]  # VAD regions come in time order and do not overlap
     first_in: dict[int, int] = {}  # region -> index in `words` of its first word (the region holding most of it)
     for k, (_, _, word) in enumerate(words):
-        shares = [min(word["end"], r["end"]) - max(word["start"], r["start"]) for r in speech]
-        if shares and max(shares) > 0:
-            first_in.setdefault(int(np.argmax(shares)), k)
+        near = range(max(0, bisect_right(starts, word["end"]) - 2), bisect_right(starts, word["end"]))
+        shares = {r: min(word["end"], speech[r]["end"]) - max(word["start"], speech[r]["start"]) for r in near}
+        best = max(shares, key=shares.__getitem__, default=None)
+        if best is not None and shares[best] > 0:
+            first_in.setdefault(best, k)
     moved: dict[tuple[int, int], float] = {}
     for r, at in first_in.items():
         i, j, word = words[at]
@@ -434,12 +438,13 @@ def label_mixed_language(segments: list[Decoded], mixed: list[str], names: list[
     in English words: it stays Hindi (and is translated), flagged.
     """
     flags: list[dict[str, Any]] = []
+    words_of_names = name_words(names)
     for seg in segments:
         share = devanagari_share(seg.text)
         if share >= 0.5:
             continue
         latin = latin_share(seg.text) >= 0.5  # Urdu script is no English
-        english = latin and english_share(seg.text, names) >= ENGLISH_WORDS
+        english = latin and english_share(seg.text, words_of_names) >= ENGLISH_WORDS
         said = "en" if "en" in mixed and english else None
         seg.language = said
         what = " (taken as said in English)" if said else " (romanised Hindi)" if latin else ""

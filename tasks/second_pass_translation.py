@@ -527,15 +527,17 @@ def second_pass_translation(
     source = transcript["language"]
     started = time.monotonic()
     passthrough = is_english(source)
-    as_said = [s for s in transcript["segments"] if passthrough or is_english(s.get("language"))]
-    rest = {**transcript, "segments": [s for s in transcript["segments"] if s not in as_said]}
+    as_said: list[dict[str, Any]] = []
+    to_translate: list[dict[str, Any]] = []
+    for seg in transcript["segments"]:
+        (as_said if passthrough or is_english(seg.get("language")) else to_translate).append(seg)
+    rest = {**transcript, "segments": to_translate}
     extra: dict[str, Any] = {"said_in_english": len(as_said)}
     records: list[dict[str, Any]] = []
-    if passthrough:
-        ctx.log.info("source language %s is already English: the transcript passes through", source)
-    elif as_said:
+    if as_said and not passthrough:
         ctx.log.info("%d segments said in English go into the English track as said", len(as_said))
     if passthrough:
+        ctx.log.info("source language %s is already English: the transcript passes through", source)
         segments = passthrough_segments(as_said)
     elif settings.backend == "none" or not rest["segments"]:
         ctx.log.info("no translation: %s", "backend none" if settings.backend == "none" else "nothing to translate")

@@ -96,11 +96,17 @@ ENGLISH_WORDS = 0.6
 COMMON_ZIPF = 3.0
 
 
-def english_share(text: str, names: Iterable[str]) -> float:
-    """The share of the words of `text` that are common English words or the film's names."""
+def name_words(names: Iterable[str]) -> set[str]:
+    from wordfreq import tokenize
+
+    return {w for name in names for w in tokenize(name, "en")}
+
+
+def english_share(text: str, names: set[str]) -> float:
+    """The share of the words of `text` that are common English words or words of the film's names
+    (`name_words`)."""
     from wordfreq import tokenize, zipf_frequency
 
-    names = {w for name in names for w in tokenize(name, "en")}
     words = tokenize(text, "en")
     known = sum(w in names or zipf_frequency(w, "en") >= COMMON_ZIPF for w in words)
     return known / len(words) if words else 1.0
@@ -110,11 +116,12 @@ def english_check(terms: list[str], failure: str, latin_only: bool = False) -> C
     """A pass's check that its Latin-letter text is English. A small model often writes the Hindi it hears in
     Latin letters, fluent and confident text that no guard sees: instead of translating it (the translate
     pass), or instead of Devanagari (the Hindi pass, where `latin_only` leaves the Devanagari text alone)."""
+    names = name_words(terms)
 
     def check(seg: Decoded) -> str | None:
         if latin_only and latin_share(seg.text) < 0.5:
             return None
-        share = english_share(seg.text, terms)
+        share = english_share(seg.text, names)
         return f"{failure} ({share:.0%} English words)" if share < ENGLISH_WORDS else None
 
     return check

@@ -214,11 +214,11 @@ ROMANISED = "Mokyapata hai, Mabipata geesheshon, Palit Malkarra hai hai."  # bas
 
 def test_english_words_tell_an_english_line_from_romanised_hindi() -> None:
     from tasks.asr import label_mixed_language
-    from tasks.whisper_pass import english_share
+    from tasks.whisper_pass import english_share, name_words
 
-    assert english_share("Simran, I will come back before the monsoon.", ["Simran"]) == 1.0
-    assert english_share("Raj, Rena Dasam in Atam Emni Kala Jaggi.", ["Raj"]) < 0.6
-    assert english_share(ROMANISED, []) < 0.6
+    assert english_share("Simran, I will come back before the monsoon.", name_words(["Simran"])) == 1.0
+    assert english_share("Raj, Rena Dasam in Atam Emni Kala Jaggi.", name_words(["Raj"])) < 0.6
+    assert english_share(ROMANISED, set()) < 0.6
     english, romanised, hindi = _decoded("Simran, I will come back."), _decoded(ROMANISED, 4), _decoded("राज घर गया", 7)
     flags = label_mixed_language([english, romanised, hindi], ["en"], ["Simran"], logging.getLogger("test"))
     assert (english.language, romanised.language, hindi.language) == ("en", None, None)  # romanised stays Hindi
