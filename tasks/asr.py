@@ -427,6 +427,32 @@ def split_at_script(seg: Decoded, min_latin_words: int = 3) -> list[Decoded]:
     return cut_where_labels_change(seg, latin)
 
 
+def names_to_english_lines(segments: list[Decoded]) -> list[Decoded]:
+    """A Latin name or two ending a Hindi segment moves to the English line right after it when it is nearer
+    in time to that line's first word than to the Hindi before it.
+
+    Whisper often closes a Hindi segment with the vocative that opens the English line ("... चलें। Simran," /
+    "I will come back."); `split_at_script` keeps short Latin runs with the Hindi on purpose (names said
+    inside Hindi), so the pause around the name decides whose it is.
+    """
+    out = list(segments)
+    for k in range(len(out) - 1):
+        hindi, english = out[k], out[k + 1]
+        if hindi.language is not None or english.language != "en" or not english.words:
+            continue
+        latin = [devanagari_share(w["word"]) < 0.5 for w in hindi.words]
+        tail = len(latin) - next((i for i, is_latin in enumerate(reversed(latin)) if not is_latin), len(latin))
+        if not 0 < tail < len(latin) or len(latin) - tail > 2:
+            continue
+        name, before = hindi.words[tail:], hindi.words[tail - 1]
+        if english.words[0]["start"] - name[-1]["end"] >= name[0]["start"] - before["end"]:
+            continue
+        kept, moved = hindi.words[:tail], name + english.words
+        out[k] = replace(hindi, words=kept, text=join_words(kept), end=kept[-1]["end"])
+        out[k + 1] = replace(english, words=moved, text=join_words(moved), start=moved[0]["start"])
+    return out
+
+
 def label_mixed_language(segments: list[Decoded], mixed: list[str], names: list[str],
                          log: Any) -> list[dict[str, Any]]:  # fmt: skip
     """Hindi segments not written in Devanagari, listed; labelled English when they are English words and the
@@ -461,7 +487,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="4", gpu=True, preflight=asr_preflight)
+@stage("asr", version="5", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,
@@ -499,6 +525,7 @@ def asr(
     if hindi:
         kept = [piece for seg in kept for piece in split_at_script(seg)]
         out.filtered += label_mixed_language(kept, settings.mixed_languages, terms, ctx.log)
+        kept = names_to_english_lines(kept)
     mode = "whisper"
     source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
     if source is not None:

@@ -205,6 +205,26 @@ def test_an_english_line_glued_to_a_hindi_one_is_cut_off() -> None:
     assert split_at_script(named) == [named]  # a name inside Hindi stays
 
 
+def test_a_name_closing_a_hindi_segment_goes_with_the_english_line_it_opens() -> None:
+    from tasks.asr import names_to_english_lines
+    from tasks.whisper_models import Decoded
+
+    def segment(words: list[tuple[str, float, float]], language: str | None = None) -> Decoded:
+        return Decoded(start=words[0][1], end=words[-1][2], text="".join(w for w, _, _ in words), avg_logprob=-0.3,
+                       no_speech_prob=0.1, compression_ratio=1.0, language=language,
+                       words=[{"word": w, "start": s, "end": e} for w, s, e in words])  # fmt: skip
+
+    english = segment([(" I", 15.0, 15.1), (" will", 15.1, 15.3), (" come", 15.3, 15.5), (" back.", 15.5, 16.0)], "en")
+    opening = segment([(" चलो,", 10.3, 10.8), (" घर", 10.8, 11.2), (" चलें।", 11.2, 11.6), (" Simran,", 14.5, 14.9)])
+    moved = names_to_english_lines([opening, english])
+    assert [(s.start, s.end, s.text, s.language) for s in moved] == [
+        (10.3, 11.6, "चलो, घर चलें।", None), (14.5, 16.0, "Simran, I will come back.", "en")]  # fmt: skip
+    vocative = segment([(" चलो,", 10.3, 10.8), (" घर", 10.8, 11.2), (" चलें,", 11.2, 11.6), (" Simran.", 11.6, 12.0)])
+    assert names_to_english_lines([vocative, english]) == [vocative, english]  # said with the Hindi: it stays
+    hindi_after = segment([(" राज", 16.5, 16.8), (" घर", 16.8, 17.0)])
+    assert names_to_english_lines([opening, hindi_after]) == [opening, hindi_after]  # only before an English line
+
+
 def _decoded(text: str, start: float = 1.0) -> Decoded:
     return Decoded(start=start, end=start + 2, text=text, avg_logprob=-0.3, no_speech_prob=0.1, compression_ratio=1.2)
 
