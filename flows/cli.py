@@ -124,6 +124,7 @@ def _demo(argv: list[str]) -> int:
 
 def _prepare(argv: list[str]) -> int:
     from flows.prepare import InputError, prepare_job
+    from settings.volume import OutputVolumeError
 
     refuse_option_like_films(argv)
     parser = Parser(prog="python -m flows.subtitle prepare")
@@ -159,6 +160,8 @@ def _prepare(argv: list[str]) -> int:
         job = prepare_job(args.film, overrides)
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    except OutputVolumeError as exc:
+        raise UsageError(str(exc.strerror)) from None
     print(job.job_id)
     print(f"job folder: {job.dir}", file=sys.stderr)
     return 0
@@ -211,8 +214,20 @@ def _run(argv: list[str]) -> int:
     if stages and from_stage:
         raise UsageError("give either --stages or --from-stage, not both")
     job = checked_job(args.job_id, overrides)
+    checked_room(job, stages, from_stage)
     device = checked_device(checked_settings(job.env_file, overrides))
     return _run_flow(job, stages, from_stage, overrides, device, args.verbose)
+
+
+def checked_room(job: Job, stages: list[str] | None, from_stage: str | None) -> None:
+    """A read-only or full output volume is refused before a server starts or a model loads."""
+    from flows.subtitle import PIPELINE
+    from tasks.kernel import check_room, selected_stages
+
+    try:
+        check_room(job, *selected_stages(PIPELINE, stages, from_stage))
+    except OSError as exc:
+        raise UsageError(str(exc.strerror)) from None
 
 
 def _run_flow(job: Job, stages: list[str] | None, from_stage: str | None, overrides: dict[str, Any], device: str,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from settings.jobs import Job, JobFile, allocate_job_id, fingerprint, job_dir_for, now_iso, write_text_atomic
 from settings.model import Settings, job_env_text, load_settings
+from settings.volume import OutputVolumeError
 from tasks.media import MIN_DURATION_S, MediaError, audio_streams, media_duration, probe, truncation
 
 
@@ -55,20 +57,31 @@ def prepare_job(film: Path, overrides: dict[str, Any] | None = None) -> Job:
     runs the job, which need not be this one (a watch folder on a CPU box feeding GPU workers).
     """
     film = film.expanduser().resolve()
-    checked_input(film)
+    info = checked_input(film)
     settings: Settings = load_settings(overrides=overrides)
-    job_id = allocate_job_id(settings.out_root)
-    job = Job(job_id=job_id, dir=job_dir_for(settings.out_root, job_id, settings.user))
-    job.dir.mkdir(parents=True, exist_ok=False)
-    job.logs_dir.mkdir()
-    write_text_atomic(job.env_file, job_env_text(settings))
     record = JobFile(
-        job_id=job_id,
+        job_id="",
         input_path=str(film),
         input_size=film.stat().st_size,
+        duration_s=media_duration(info),
         fingerprint=fingerprint(film),
         created=now_iso(),
         user=settings.user,
     )
-    write_text_atomic(job.job_file, record.model_dump_json(indent=2))
+    job: Job | None = None
+    try:
+        job_id = allocate_job_id(settings.out_root)
+        job = Job(job_id=job_id, dir=job_dir_for(settings.out_root, job_id, settings.user))
+        job.dir.mkdir(parents=True, exist_ok=False)
+        job.logs_dir.mkdir()
+        write_text_atomic(job.env_file, job_env_text(settings))
+        write_text_atomic(job.job_file, record.model_copy(update={"job_id": job_id}).model_dump_json(indent=2))
+    except OSError as exc:  # a read-only or full OUT_ROOT: no half-made job left behind
+        if job is not None:
+            shutil.rmtree(job.dir, ignore_errors=True)
+        raise OutputVolumeError(
+            exc.errno,
+            f"cannot make a job folder under {settings.out_root} ({exc.strerror}); make OUT_ROOT "
+            "writable, free some space or set OUT_ROOT elsewhere",
+        ) from exc
     return job

@@ -65,7 +65,7 @@ def speak(text: str, speaker: str = "A") -> np.ndarray:
             run(["text2wave", "-eval", f"({voice.split(':', 1)[1]})", str(script), "-o", str(raw)])
         else:
             run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw), text])
-        run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)])
+        run(["sox", "-R", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)])  # -R: the same dither every time
         audio, _ = sf.read(wav, dtype="float32")
     return trim(audio)
 

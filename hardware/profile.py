@@ -94,8 +94,11 @@ def cached_profile(cache_file: Path, probe: Probe | None = None, now: float | No
     except (OSError, ValueError):
         pass
     profile = detect(probe)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(profile.model_dump() | {"detected": datetime.now(UTC).isoformat()}, indent=2))
-    os.replace(tmp, cache_file)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(profile.model_dump() | {"detected": datetime.now(UTC).isoformat()}, indent=2))
+        os.replace(tmp, cache_file)
+    except OSError:  # a read-only or full OUT_ROOT: detected again next time; the run's own check says why
+        tmp.unlink(missing_ok=True)
     return profile

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from nothing to a working environment. Running it again changes nothing.
-#   - system tools: ffmpeg, espeak-ng, sox, and festival with its Hindi voice for the Hindi test speech
+#   - system tools: ffmpeg, espeak-ng, sox, festival with its Hindi voice for the Hindi test speech, and
+#     PostgreSQL for the several-machines test (its server runs only inside that test)
 #     (Debian/Ubuntu via apt-get; macOS: prints the brew command for the first three)
 #   - the locked Python environment in .venv (uv, from uv.lock)
 #   - the model cache folders .cache/torch and .cache/huggingface (or under CACHE_ROOT), and the packaged
@@ -17,6 +18,7 @@ done
 if [[ "$(uname -s)" != Darwin ]]; then
   command -v text2wave >/dev/null 2>&1 || missing+=(festival)
   [[ -d /usr/share/festival/voices/hindi/hindi_NSK_diphone ]] || missing+=(festvox-hi-nsk)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 fi
 if ((${#missing[@]})); then
   if [[ "$(uname -s)" == Darwin ]]; then
@@ -28,7 +30,7 @@ if ((${#missing[@]})); then
   echo "Installing the system tools from Debian's packages (missing: ${missing[*]})"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg espeak-ng sox libsox-fmt-all festival \
-    festival-hi festvox-hi-nsk festvox-kallpc16k >/dev/null
+    festival-hi festvox-hi-nsk festvox-kallpc16k postgresql >/dev/null
 fi
 
 if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]]; then

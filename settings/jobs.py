@@ -38,6 +38,7 @@ class JobFile(BaseModel):
     job_id: str
     input_path: str
     input_size: int
+    duration_s: float | None = None  # ffprobe's, for the room a run needs on the output volume
     fingerprint: str
     created: str
     user: str
@@ -136,5 +137,8 @@ def now_iso() -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:  # a full disk: no half file left beside the real one
+        tmp.unlink(missing_ok=True)

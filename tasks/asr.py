@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from hardware.policy import StageDevice
 from settings.stages import AsrSettings
 from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.devanagari import SEED as DEVANAGARI_SEED
-from tasks.devanagari import devanagari_share, devanagari_terms, latin_share
+from tasks.devanagari import devanagari_share, devanagari_terms, latin_share, latin_spellings
 from tasks.documents import (
     CoveredRegion,
     DecodeReport,
@@ -427,30 +428,46 @@ def split_at_script(seg: Decoded, min_latin_words: int = 3) -> list[Decoded]:
     return cut_where_labels_change(seg, latin)
 
 
-def names_to_english_lines(segments: list[Decoded]) -> list[Decoded]:
-    """A Latin name or two ending a Hindi segment moves to the English line right after it when it is nearer
-    in time to that line's first word than to the Hindi before it.
+NAME_PUNCTUATION = " ,.!?;:।\"'"
+
+
+def names_to_english_lines(segments: list[Decoded], latin_of: dict[str, str] | None = None) -> list[Decoded]:
+    """A name or two ending a Hindi segment moves to the English line right after it when it is nearer in
+    time to that line's first word than to the Hindi before it.
 
     Whisper often closes a Hindi segment with the vocative that opens the English line ("... चलें। Simran," /
-    "I will come back."); `split_at_script` keeps short Latin runs with the Hindi on purpose (names said
-    inside Hindi), so the pause around the name decides whose it is.
+    "I will come back."), in Latin letters or, steered by the Devanagari prompt, in Devanagari ("सिमरन,").
+    `split_at_script` keeps short Latin runs with the Hindi on purpose (names said inside Hindi), so the
+    pause around the name decides whose it is. A name in Devanagari (`latin_of`: Devanagari spelling ->
+    the cast's Latin name) is written in Latin letters in the English line.
     """
+    latin_of = latin_of or {}
+
+    def is_name(word: dict[str, Any]) -> bool:
+        return devanagari_share(word["word"]) < 0.5 or word["word"].strip(NAME_PUNCTUATION) in latin_of
+
+    def in_latin(word: dict[str, Any]) -> dict[str, Any]:
+        core = word["word"].strip(NAME_PUNCTUATION)
+        return word | {"word": word["word"].replace(core, latin_of[core])} if core in latin_of else word
+
     out = list(segments)
     for k in range(len(out) - 1):
         hindi, english = out[k], out[k + 1]
-        if hindi.language is not None or english.language != "en" or not english.words:
+        if hindi.language is not None or english.language != "en" or not english.words or not hindi.words:
             continue
-        latin = [devanagari_share(w["word"]) < 0.5 for w in hindi.words]
-        tail = len(latin) - next((i for i, is_latin in enumerate(reversed(latin)) if not is_latin), len(latin))
-        if not 0 < tail < len(latin) or len(latin) - tail > 2:
+        names = [is_name(w) for w in hindi.words]
+        tail = len(names) - next((i for i, name in enumerate(reversed(names)) if not name), len(names))
+        if tail == len(names) or len(names) - tail > 2:
             continue
-        name, before = hindi.words[tail:], hindi.words[tail - 1]
-        if english.words[0]["start"] - name[-1]["end"] >= name[0]["start"] - before["end"]:
+        name = hindi.words[tail:]
+        previous = hindi.words[tail - 1] if tail else (out[k - 1].words[-1] if k and out[k - 1].words else None)
+        said_after = name[0]["start"] - previous["end"] if previous is not None else math.inf
+        if english.words[0]["start"] - name[-1]["end"] >= said_after:
             continue
-        kept, moved = hindi.words[:tail], name + english.words
-        out[k] = replace(hindi, words=kept, text=join_words(kept), end=kept[-1]["end"])
+        kept, moved = hindi.words[:tail], [in_latin(w) for w in name] + english.words
+        out[k] = replace(hindi, words=kept, text=join_words(kept), end=kept[-1]["end"] if kept else hindi.start)
         out[k + 1] = replace(english, words=moved, text=join_words(moved), start=moved[0]["start"])
-    return out
+    return [seg for seg in out if seg.words or seg.text.strip()]
 
 
 def label_mixed_language(segments: list[Decoded], mixed: list[str], names: list[str],
@@ -487,7 +504,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="5", gpu=True, preflight=asr_preflight)
+@stage("asr", version="6", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,
@@ -525,7 +542,7 @@ def asr(
     if hindi:
         kept = [piece for seg in kept for piece in split_at_script(seg)]
         out.filtered += label_mixed_language(kept, settings.mixed_languages, terms, ctx.log)
-        kept = names_to_english_lines(kept)
+        kept = names_to_english_lines(kept, latin_spellings(terms, glossary.entries))
     mode = "whisper"
     source, why = aligner_source(out.language, settings.align_model, ctx.cache_root) if kept else (None, "no text")
     if source is not None:

@@ -49,3 +49,9 @@ def devanagari_terms(terms: list[str], entries: list[Entry]) -> list[str]:
     """Each prompt term in Devanagari: the glossary's own Devanagari spelling when it has one."""
     spelt = {e.canonical: next((v for v in e.variants if devanagari_share(v) == 1.0), None) for e in entries}
     return [spelt.get(term) or to_devanagari(term) for term in terms]
+
+
+def latin_spellings(terms: list[str], entries: list[Entry]) -> dict[str, str]:
+    """Each name's Devanagari spellings (the glossary's, and the transliteration) -> its Latin spelling."""
+    glossary = dict(zip(devanagari_terms(terms, entries), terms, strict=True))
+    return {to_devanagari(term): term for term in terms} | glossary

@@ -19,6 +19,8 @@ import hashlib
 import inspect
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +37,7 @@ from hardware.profile import HardwareProfile, cached_profile
 from settings.jobs import Job, now_iso, write_text_atomic
 from settings.model import SECRET_FIELDS, FilmSettings, Settings, settings_digest
 from settings.stages import StageSettings
+from settings.volume import OutputVolumeError, bytes_a_run_needs, disk_failure, writable_with_room
 from tasks.contract import (
     PermanentError,
     StageContext,
@@ -239,7 +242,14 @@ def execute(
         raise TypeError(f"stage {spec.name} reads {', '.join(missing)} but was not given them")
     log = stage_logger(job, spec.name)
     started = time.monotonic()
-    update_stage(job, spec.name, state="running", device=device.device, message=None)
+    try:
+        update_stage(job, spec.name, state="running", device=device.device, message=None)
+    except OSError as exc:
+        disk = disk_failure(exc, job.dir)
+        if disk is None:
+            raise
+        log.error("not started: %s", disk)
+        raise PermanentError(f"stage {spec.name}: {disk}") from exc
     log.info(
         "stage %s v%s on device %s (compute %s, batch %d)",
         spec.name,
@@ -294,19 +304,25 @@ def execute(
     except StageSkipped as exc:
         return _skipped(job, spec.name, log, str(exc), exc.transient, result)
     except Exception as exc:
+        disk = disk_failure(exc, job.dir)
+        if disk is not None:  # the volume is full or read-only: no retry helps, no optional skip hides it
+            log.error("failed: %s", disk)
+            _mark_failed(job, spec.name, log, started, disk)
+            raise PermanentError(f"stage {spec.name}: {disk}") from exc
         if spec.optional and not isinstance(exc, InjectedFault):
             return _skipped(job, spec.name, log, f"{type(exc).__name__}: {exc}", is_transient(exc), result)
         log.error("failed: %s: %s", type(exc).__name__, exc)
-        update_stage(
-            job,
-            spec.name,
-            state="failed",
-            duration_s=round(time.monotonic() - started, 3),
-            message=f"{type(exc).__name__}: {exc}"[:300],
-        )
+        _mark_failed(job, spec.name, log, started, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         close_logger(log)
+
+
+def _mark_failed(job: Job, name: str, log: logging.Logger, started: float, message: str) -> None:
+    try:
+        update_stage(job, name, state="failed", duration_s=round(time.monotonic() - started, 3), message=message[:300])
+    except OSError as exc:  # a full volume refuses the manifest too; the stage's own error is the one to raise
+        log.error("could not record the failure in the manifest: %s", exc)
 
 
 def _run_body(spec: StageSpec, ctx: StageContext, settings: StageSettings, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -814,6 +830,16 @@ class PipelineRun:
             )
 
 
+def check_room(job: Job, planned: set[str], forced: set[str]) -> None:
+    """OutputVolumeError unless the job folder is writable with room for the stages this run will run."""
+    state = read_manifest(job).stages
+    to_run = {
+        name for name in planned if name in forced or state.get(name, StageEntry()).state not in {"done", "cached"}
+    }
+    record = job.read_job_file()
+    writable_with_room(job.dir, bytes_a_run_needs(record.duration_s, record.input_size, to_run))
+
+
 @contextmanager
 def open_run(
     job: Job,
@@ -825,7 +851,11 @@ def open_run(
 ) -> Iterator[PipelineRun]:
     """Hold the job's lock and its orchestrator log for the length of one run."""
     planned, forced = selected_stages(specs, stages, from_stage)
-    with job_lock(job):
+    try:
+        check_room(job, planned, forced)
+    except OutputVolumeError as exc:
+        raise PipelineError(str(exc.strerror)) from exc
+    with job_lock(job), private_tmp(job):
         log = stage_logger(job, "orchestrator")
         _ORCHESTRATOR_LOGS[job.job_id] = log
         try:
@@ -833,3 +863,26 @@ def open_run(
         finally:
             _ORCHESTRATOR_LOGS.pop(job.job_id, None)
             close_logger(log)
+
+
+@contextmanager
+def private_tmp(job: Job) -> Iterator[Path]:
+    """TMPDIR inside the job folder for the length of the run, removed after it.
+
+    Two jobs at once (or a library's own temporary files: onnxruntime writes `.ses` on import)
+    never share a temporary file, and a killed run's leftovers stay with its job.
+    """
+    folder = job.dir / ".tmp"
+    shutil.rmtree(folder, ignore_errors=True)  # what a killed run left
+    folder.mkdir()
+    before_env, before_module = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = before_module
+        if before_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before_env
+        shutil.rmtree(folder, ignore_errors=True)

@@ -513,7 +513,7 @@ def nmt_translate(
 # The stage -----------------------------------------------------------------------------
 
 
-@stage("second_pass_translation", version="4", gpu=True)
+@stage("second_pass_translation", version="5", gpu=True)
 def second_pass_translation(
     ctx: StageContext,
     settings: TranslationSettings,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -578,9 +579,11 @@ class WhisperDecoder:
             offset = group[0]["start"]  # only this batch's span of audio is read
             span = audio.window(offset, group[-1]["end"])
             clips = [{"start": c["start"] - offset, "end": c["end"] - offset} for c in group]
+            longest = max(c["end"] - c["start"] for c in group)
             segments, _info = self.batched.transcribe(
-                span, clip_timestamps=clips, batch_size=batch_size, multilingual=False, **opts
-            )
+                span, clip_timestamps=clips, batch_size=batch_size, multilingual=False,
+                **with_token_budget(opts, longest),
+            )  # fmt: skip
             by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
             for seg in segments:
                 index = _chunk_of(seg.seek / self.pipeline.model.frames_per_second, clips)
@@ -603,8 +606,27 @@ class WhisperDecoder:
 
     def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
+        opts = with_token_budget(opts, chunk["end"] - chunk["start"])
         segments, _info = self.pipeline.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
         return [_decoded(seg, index, chunk["start"]) for seg in segments]
+
+
+TOKENS_PER_S = 25  # well above speech in any script Whisper writes (Devanagari takes the most tokens)
+TOKEN_BUDGET_MAX = 200  # under Whisper's own sample length (224), and prompt (<= 223) + it stays within 448
+
+
+def with_token_budget(opts: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The decode options with a token budget for `seconds` of audio, when that is under the default.
+
+    A decode that loops ("शाशाशा...") runs to the token limit, and a short region's retries (each
+    temperature of the fallback) then cost as much as a full 30 s window each: on the Hindi sample,
+    four looping regions took three of asr's four minutes. A budget from the region's length stops
+    a loop early; the guards still see it (compression ratio, repeats). A max_new_tokens given wins.
+    """
+    budget = math.ceil(TOKENS_PER_S * seconds) + 16
+    if opts.get("max_new_tokens") is not None or budget >= TOKEN_BUDGET_MAX:
+        return opts
+    return opts | {"max_new_tokens": budget}
 
 
 def mean_logprob(segments: list[Decoded]) -> float:

@@ -22,6 +22,7 @@ os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_HOME / "storage"))
 os.environ.pop("PREFECT_API_URL", None)
 
 SERVER_START_TIMEOUT_S = 120
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -44,10 +45,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) ->
     raise RuntimeError(f"prefect server did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_server(
+    home: Path, extra_env: dict[str, str] | None = None, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
     log = home / "server.log"
-    env = os.environ | {"PREFECT_HOME": str(home)}
+    env = os.environ | {"PREFECT_HOME": str(home)} | (extra_env or {})
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -114,3 +117,24 @@ def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     return attempts
+
+
+@pytest.fixture(scope="session")
+def hindi_job(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The Hindi demo (`demo --lang hi`) run once for the session: test_hindi checks it, test_faults
+    compares its killed-and-resumed runs of the same film with it."""
+    import json
+    import re
+
+    root = tmp_path_factory.mktemp("hindi")
+    film = root / "films" / "Sample Hindi Film (2026).mkv"
+    env = os.environ | {"OUT_ROOT": str(root / "out"), "PREFECT_API_URL": prefect_server}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flows.subtitle", "demo", "--lang", "hi", "--out-film", str(film)],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    job_dir = Path(re.search(r"outputs in (\S+)", done.stdout).group(1)).parent  # type: ignore[union-attr]
+    truth = json.loads(film.with_suffix(".truth.json").read_text(encoding="utf-8"))
+    print(f"Hindi demo: {seconds:.0f} s wall time (sample film included)")
+    return {"dir": job_dir, "truth": truth, "film": film, "seconds": seconds, "stdout": done.stdout}

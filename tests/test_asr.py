@@ -789,3 +789,12 @@ def test_the_prompts_own_sentences_said_again_are_dropped():
     assert guard_prompt_echo(echo, [], seed)[0] is None
     line = seg("राज, ट्रेन दस मिनट में निकल जाएगी। आप कैसे हैं?", 1.0, 4.0)  # a real line that happens to end so
     assert guard_prompt_echo(line, [], seed)[0] is line
+
+
+def test_a_short_region_gets_a_token_budget_that_stops_a_loop_early():
+    from tasks.whisper_models import TOKEN_BUDGET_MAX, with_token_budget
+
+    assert with_token_budget({"beam_size": 5}, 3.0) == {"beam_size": 5, "max_new_tokens": 91}
+    assert with_token_budget({}, 30.0) == {}  # a full window keeps Whisper's own limit
+    assert with_token_budget({"max_new_tokens": 40}, 3.0) == {"max_new_tokens": 40}
+    assert with_token_budget({}, 7.0)["max_new_tokens"] < TOKEN_BUDGET_MAX
