@@ -10,8 +10,10 @@ Plain functions on parsed SRT cues and the truth's turns (dicts with `text`, `st
   cues overlapping it (cue start < turn end + slack and cue end > turn start - slack).
 - Name accuracy: each truth mention counts as right when the cues overlapping its turn hold the
   name spelt exactly (whole word, any case) at least as often as the turn says it.
-- Start offset: for each turn, the earliest cue overlapping it by at least `min_overlap_s`:
-  |cue start - turn speech start|. The median and the 90th percentile over the turns that have one.
+- Start offset: for each turn, the earliest cue overlapping it by at least `min_overlap_s` and
+  holding one of its (content) words: |cue start - turn speech start|. (The line before, still
+  up for reading as the turn begins, is not the turn's subtitle.) The median and the 90th
+  percentile over the turns that have one.
 - Dialogue shown as lyrics: turns whose every cue carries a note sign (a song region that
   swallowed dialogue).
 - Rule breaks: the project's own QC (tasks.subtitle_layout.qc_report with the default subtitle
@@ -177,7 +179,12 @@ def start_offsets(turns: Sequence[dict[str, Any]], cues: Sequence[Cue], min_over
     offsets = []
     for turn in turns:
         need = min(min_overlap_s, 0.5 * (turn["end"] - turn["start"]))
-        over = [c for c in cues if min(c.end, turn["end"]) - max(c.start, turn["start"]) >= need]
+        said = content_words(turn["text"])
+        over = [
+            c
+            for c in cues
+            if min(c.end, turn["end"]) - max(c.start, turn["start"]) >= need and said & set(words(c.text))
+        ]
         if over:
             offsets.append(round(abs(min(c.start for c in over) - turn["start"]), 3))
     return {
@@ -193,7 +200,12 @@ def shown_as_lyrics(turns: Sequence[dict[str, Any]], cues: Sequence[Cue], min_ov
     out = []
     for index, turn in enumerate(turns):
         need = min(min_overlap_s, 0.5 * (turn["end"] - turn["start"]))
-        over = [c for c in cues if min(c.end, turn["end"]) - max(c.start, turn["start"]) >= need]
+        said = content_words(turn["text"])
+        over = [
+            c
+            for c in cues
+            if min(c.end, turn["end"]) - max(c.start, turn["start"]) >= need and said & set(words(c.text))
+        ]
         if over and all(c.lyric for c in over):
             out.append(index)
     return out

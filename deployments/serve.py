@@ -13,49 +13,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import psutil
 from prefect.exceptions import TerminationSignal
 from prefect.logging import get_logger
 from prefect.runner import Runner
 
+from deployments.stopping import STOP_GRACE_S, exit_after
 from flows.subtitle import subtitle
 from flows.watch import SUBTITLE_DEPLOYMENT, watch_folder
 
 SUBTITLE_NAME = SUBTITLE_DEPLOYMENT.split("/")[1]
 WATCH_NAME = "inbox"
-STOP_GRACE_S = 7.0  # then the runs still going are killed and the process exits: within 10 s of SIGTERM
-
 log = get_logger("deployments.serve")
-
-
-def exit_after(grace_s: float) -> threading.Timer:
-    """Force the exit `grace_s` from now, in case a graceful stop hangs on an unreachable server."""
-
-    def force() -> None:
-        log.warning("still stopping after %.0f s (Prefect server unreachable?): killing runs, exiting", grace_s)
-        kill_children()
-        os._exit(143)
-
-    timer = threading.Timer(grace_s, force)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
-def kill_children(wait_s: float = 1.0) -> None:
-    """Flow-run processes of this process: SIGTERM, then SIGKILL, so none is left orphaned."""
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=wait_s)
-    for child in alive:
-        child.kill()
 
 
 class StoppingRunner(Runner):

@@ -1,7 +1,7 @@
 """Register the deployments on a process work pool, for several GPU machines.
 
     python -m deployments.work_pool --pool filmsubs --inbox /shared/inbox
-    prefect worker start --pool filmsubs --limit 1        # on each GPU machine
+    PIPELINE__GPU_LIMIT='gpu-{host}' python -m deployments.worker --pool filmsubs --limit 1   # on each GPU machine
 
 Workers run the flow from this checkout (the same path on every machine, e.g. shared storage),
 and jobs and results live under OUT_ROOT, which must be shared storage too.

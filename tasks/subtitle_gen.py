@@ -143,7 +143,7 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-@stage("subtitle_gen", version="4")
+@stage("subtitle_gen", version="5")
 def subtitle_gen(
     ctx: StageContext,
     settings: SubtitleSettings,

@@ -41,6 +41,11 @@ EVENT_BREAK_WEIGHT = 2.0
 LINE_BREAK_WEIGHT = 0.5
 BALANCE_WEIGHT = 2.0  # per line, times its distance from an even split over the line length
 EXTRA_LINE_COST = 2.0  # a third line (when max_lines allows it) only when it clearly helps
+# Words after a pause shown this long before they are said give their speech away, and put the
+# event's in-time on the wrong line for anyone following the speech: each second beyond costs.
+PAUSE_S = 0.4
+EARLY_AFTER_PAUSE_S = 1.0
+EARLY_WEIGHT = 3.0
 
 SENTENCE_END = re.compile(r"[.?!\u2026\u0964\u0965][\"'\u201d\u2019)\]]*$")  # . ? ! … । ॥ then closers
 CLAUSE_END = re.compile(r"[,;:\u2013\u2014-][\"'\u201d\u2019)\]]*$")
@@ -449,11 +454,13 @@ def _chunk_unit(
     for i in range(n):
         if best[i] == math.inf:
             continue
-        chars = -1
+        chars, early = -1, 0.0
         for j in range(i + 1, n + 1):
             chars += len(tokens[j - 1]) + 1
             if chars + first_extra + last_extra > capacity:
                 break
+            if j - 1 > i and words[j - 1].start - words[j - 2].end >= PAUSE_S:
+                early = max(early, _early_after_pause(words[i].start, words[j - 1].start))
             layout = break_lines(tokens[i:j], costs[i : j - 1], rules, first_extra=first_extra, last_extra=last_extra)
             if layout is None:
                 continue
@@ -466,6 +473,7 @@ def _chunk_unit(
                 rules,
             )
             cost += LINE_BREAK_WEIGHT * layout.cost + (EVENT_BREAK_WEIGHT * costs[j - 1] if j < n else 0.0)
+            cost += EARLY_WEIGHT * early
             if cost < best[j]:
                 best[j], back[j] = cost, (i, layout)
     cuts: list[tuple[int, int, Layout]] = []
@@ -511,6 +519,11 @@ def _event_cost(start: float, speech_end: float, following: float, chars: int, r
     if speech_end - start > rules.max_duration_s:
         cost += 20.0 * (speech_end - start - rules.max_duration_s)
     return cost
+
+
+def _early_after_pause(shown: float, said: float) -> float:
+    """Seconds beyond EARLY_AFTER_PAUSE_S that words said at `said`, after a pause, are shown early."""
+    return max(0.0, said - shown - EARLY_AFTER_PAUSE_S)
 
 
 def _merge_short(events: list[Event], rules: Rules) -> list[Event]:

@@ -123,6 +123,9 @@ def test_start_offsets_median_and_p90() -> None:
     # a cue that only grazes the next turn is not that turn's subtitle
     grazing = srt((1.0, 4.6, "Zoya, the bus to Jaipur leaves before sunrise."), (4.8, 7.0, "I told Kabir."))
     assert scoring.start_offsets(TURNS[:2], grazing)["offsets_s"] == [0.0, 0.3]
+    # the line before, still up for reading for 0.3 s of the turn, is not its subtitle either
+    lingering = srt((1.0, 4.8, "Zoya, the bus to Jaipur leaves before sunrise."), (4.9, 7.0, "I told Kabir."))
+    assert scoring.start_offsets(TURNS[:2], lingering)["offsets_s"] == [0.0, 0.4]
     # one cue over two turns: the second turn's subtitle came early
     merged = srt((1.0, 7.0, "Zoya, the bus to Jaipur leaves before sunrise. I told Kabir."))
     assert scoring.start_offsets(TURNS[:2], merged)["offsets_s"] == [0.0, 3.5]

@@ -1,7 +1,9 @@
 """Several machines for real, on one: a PostgreSQL server (started here with initdb and pg_ctl on a
 loopback port), the Prefect server on it, two process workers on one pool, each with its own GPU
 limit, and the watch folder feeding them. One worker is killed in the middle of its run; the run
-started again goes to the other worker and resumes from the shared job folder's cache.
+started again goes to the other worker and resumes from the shared job folder's cache. That worker
+is stopped with SIGTERM in the middle of it: the run goes back to the queue and a third worker
+finishes it.
 
 PostgreSQL comes from Debian's `postgresql` package (scripts/setup.sh installs it)."""
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from settings.jobs import find_job
+from settings.jobs import find_job, now_iso
 from tasks.kernel import read_manifest
 from tests.conftest import free_port, start_server, stop
 from tests.test_deployments import OFFLINE_ENV, PROJECT, background, wait_for
@@ -102,7 +104,7 @@ def limits(url: str) -> set[str]:
 
 
 def start_worker(name: str, env: dict[str, str], log: Path):
-    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--limit", "1", "--name", name]
+    cmd = [sys.executable, "-m", "deployments.worker", "--pool", POOL, "--limit", "1", "--name", name]
     return background(cmd, env | {"PIPELINE__GPU_LIMIT": f"gpu-{name}"}, log)
 
 
@@ -140,8 +142,8 @@ def test_postgres_server_two_workers_watch_folder_and_a_killed_worker(tmp_path: 
                         "--interval", "3600"]  # fmt: skip
             done = subprocess.run(register, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, done.stdout + done.stderr
-            logs = {name: tmp_path / f"{name}.log" for name in ("worker-1", "worker-2")}
-            with start_worker("worker-2", env, logs["worker-2"]):
+            logs = {name: tmp_path / f"{name}.log" for name in ("worker-1", "worker-2", "worker-3")}
+            with start_worker("worker-2", env, logs["worker-2"]) as second:
                 with start_worker("worker-1", env, logs["worker-1"]) as first:
                     for film in films.iterdir():
                         shutil.copy(film, inbox / film.name)
@@ -167,10 +169,28 @@ def test_postgres_server_two_workers_watch_folder_and_a_killed_worker(tmp_path: 
                 job = jobs[killed.id]
                 assert read_manifest(job).stages["asr"].state == "running"  # interrupted, never finished
                 with api(url):
-                    again = run_deployment("subtitle/default", parameters={"job_id": job.job_id}, timeout=600,
+                    again = run_deployment("subtitle/default", parameters={"job_id": job.job_id}, timeout=0,
                                            as_subflow=False)  # fmt: skip
-                assert again.state.is_completed(), again.state
-                assert again.id in {r.id for r in taken_by(logs["worker-2"], [again])}
+                since = now_iso()
+
+                def in_asr_again() -> bool:  # this run, on worker-2 (the killed run left asr marked running)
+                    entry = read_manifest(job).stages["asr"]
+                    return (
+                        entry.state == "running"
+                        and (entry.updated or "") >= since
+                        and bool(taken_by(logs["worker-2"], [again]))
+                    )
+
+                wait_for(in_asr_again, 600, "the run again to reach asr on worker-2", logs["worker-2"])
+                second.send_signal(signal.SIGTERM)  # the machine is shut down: its worker hands the run back
+                second.wait(timeout=10)
+            assert f"handed back 1 flow runs: {again.id}" in logs["worker-2"].read_text(), logs["worker-2"].read_text()
+            state = final_state(url, again.id)
+            assert state is None, state  # queued again (AwaitingRetry), not crashed
+            with start_worker("worker-3", env, logs["worker-3"]):
+                state = wait_for(lambda: final_state(url, again.id), 600, "worker-3 to finish it", logs["worker-3"])
+                assert state.is_completed(), state
+                assert taken_by(logs["worker-3"], [again])
             stages = read_manifest(job).stages
             assert stages["demux"].state == "cached" and stages["silero_vad"].state == "cached", stages
             assert stages["asr"].state == "done"

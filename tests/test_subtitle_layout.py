@@ -17,6 +17,7 @@ from tasks.subtitle_layout import (
     NOTE,
     Rules,
     Unit,
+    Word,
     break_costs,
     break_lines,
     check_hard_limits,
@@ -258,3 +259,25 @@ def test_overlapping_speech_never_breaks_a_hard_limit(units) -> None:
     assert qc_report(events, RULES).hard_ok
     shown = sorted(w for e in events for line in plain_lines(e.lines) for w in line.split())
     assert shown == sorted(w.text for u in units for w in u.words)  # nothing lost, nothing repeated
+
+
+def test_a_sentence_after_a_pause_starts_its_own_event_rather_than_showing_seconds_early() -> None:
+    # A bench film's segment, as Whisper timed it: shown as one event, "I never ..." came up 2.7 s
+    # before it was said, 0.47 s after "tomorrow."
+    said = [("The", 54.17, 54.45), ("teacher", 54.45, 54.8), ("wants", 54.8, 55.1), ("to", 55.1, 55.36),
+            ("see", 55.36, 55.52), ("all", 55.52, 55.62), ("her", 55.62, 55.78), ("father", 55.78, 56.0),
+            ("tomorrow.", 56.0, 56.42), ("I", 56.89, 57.24), ("never", 57.24, 57.48), ("want", 57.48, 57.78),
+            ("to", 57.78, 57.92), ("leave", 57.92, 58.16), ("us", 58.16, 58.46), ("down.", 58.46, 58.8)]  # fmt: skip
+    words = tuple(Word(text, start, end) for text, start, end in said)
+    events = plan_events([Unit("1", words, "A", False)], RULES, TAGGER)
+    assert [" ".join(e.lines) for e in events] == [
+        "The teacher wants to see all her father tomorrow.",
+        "I never want to leave us down.",
+    ]
+    assert events[1].start_frame == int(56.89 * RULES.fps)
+
+
+def test_continuous_speech_still_fills_two_lines() -> None:
+    events = plan_events([unit("1", "The teacher wants to see your father tomorrow before school.", 1.0, 4.2)],
+                         RULES, TAGGER)  # fmt: skip
+    assert len(events) == 1, [e.lines for e in events]
