@@ -1,5 +1,6 @@
-"""Deployments as a Prefect user runs them: a real server, served deployments, a watch folder,
-and a process work pool with two workers. Every process started here is stopped at the end."""
+"""Deployments as a Prefect user runs them on one machine: a real server, `deployments.serve` and
+the watch folder (several machines: tests/test_several_machines.py). Every process started here is
+stopped at the end. In the long group: it runs two subtitle jobs through a served deployment."""
 
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def short_film(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_film(tmp_path_factory.mktemp("films") / "Short Film (2026).mkv", [(audio, "eng")])
 
 
+@pytest.mark.long
 def test_watch_folder_runs_a_new_film_once(
     prefect_server: str, short_film: Path, tmp_path: Path, out_root: Path
 ) -> None:
