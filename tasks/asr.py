@@ -63,6 +63,7 @@ from tasks.whisper_models import (
     AUTO,
     Audio,
     Decoded,
+    LoadedWhisper,
     cached_snapshot,
     covered_seconds,
     detect_language,
@@ -104,26 +105,28 @@ def check_language(language: str, multilingual: bool, model_spec: str) -> str | 
     return None if language == AUTO else language
 
 
-def recorded_language(pipeline: Any, language: str | None, speech: np.ndarray, log: Any) -> tuple[str, float | None]:
+def recorded_language(
+    whisper: LoadedWhisper, language: str | None, speech: np.ndarray, log: Any
+) -> tuple[str, float | None]:
     """The language to decode with and the probability to record.
 
     `auto` detects on the first 30 s of speech. A fixed language on a multilingual model records
     Whisper's probability for it on the same speech (a low one hints at a wrong ASR__LANGUAGE or
     audio track). An English-only model records en with 1.0 (nothing to detect).
     """
-    if not is_multilingual(pipeline):
+    if not is_multilingual(whisper):
         return "en", 1.0
     enough = speech.size >= SAMPLE_RATE // 2
     if language is None:
         if not enough:
             log.warning("no speech to detect the language on: recording en")
             return "en", None
-        detected, probability, _ = detect_language(pipeline, speech)
+        detected, probability, _ = detect_language(whisper, speech)
         log.info("detected language %s (p=%.2f)", detected, probability)
         return detected, probability
     if not enough:
         return language, None
-    guess, guess_p, probabilities = detect_language(pipeline, speech)
+    guess, guess_p, probabilities = detect_language(whisper, speech)
     probability = probabilities.get(language, 0.0)
     say = log.warning if guess != language and guess_p > 0.5 else log.info
     say(
@@ -533,9 +536,9 @@ def asr(
         check=english_check(terms, "romanised Hindi", latin_only=True) if hindi else None,
     )
 
-    def choose_language(pipeline: Any, first_speech: np.ndarray) -> tuple[str, float | None]:
-        language = check_language(wanted, is_multilingual(pipeline), settings.model)
-        return recorded_language(pipeline, language, first_speech, ctx.log)
+    def choose_language(whisper: LoadedWhisper, first_speech: np.ndarray) -> tuple[str, float | None]:
+        language = check_language(wanted, is_multilingual(whisper), settings.model)
+        return recorded_language(whisper, language, first_speech, ctx.log)
 
     out = whisper_pass(request, audio, speech, ctx.device, ctx.cache_root, ctx.log, ctx.progress, choose_language)
     kept = out.kept

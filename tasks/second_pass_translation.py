@@ -37,7 +37,15 @@ from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.documents import Glossary, GuardRecord, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
 from tasks.kernel import stage
-from tasks.whisper_models import Decoded, cached_snapshot, fetch_command, is_multilingual, loaded, release
+from tasks.whisper_models import (
+    Decoded,
+    LoadedWhisper,
+    cached_snapshot,
+    fetch_command,
+    is_multilingual,
+    loaded,
+    release,
+)
 from tasks.whisper_pass import PassRequest, english_check, whisper_pass
 
 TARGET = "en"
@@ -181,8 +189,8 @@ def whisper_translate(
         check=english_check(terms, "not English"),
     )
 
-    def choose_language(pipeline: Any, _speech: np.ndarray) -> tuple[str, float | None]:
-        if not is_multilingual(pipeline):
+    def choose_language(whisper: LoadedWhisper, _speech: np.ndarray) -> tuple[str, float | None]:
+        if not is_multilingual(whisper):
             raise PermanentError(
                 f"the Whisper model {model} is English-only and cannot translate from "
                 f"{language!r}; set {WHISPER_SETTING} to a multilingual model (large-v3, small), or "

@@ -15,9 +15,8 @@ Model setting values (ASR__MODEL, SECOND_PASS_TRANSLATION__WHISPER_MODEL):
 Decoding runs on the speech regions of the `silero_vad` stage, never on a VAD of its own:
 `speech_chunks` merges them into windows of at most ~30 s (as WhisperX's `merge_chunks` does)
 and `WhisperDecoder` decodes the windows in batches with faster-whisper's
-`BatchedInferencePipeline` (`clip_timestamps`), using the `TranscriptionOptions` WhisperX built
-from `asr_options` at load time, so the initial prompt and hotwords really reach the decoder
-(WhisperX's `transcribe()` takes no prompt). The batched decoder has no temperature fallback,
+`BatchedInferencePipeline` (`clip_timestamps`), with WhisperX's decode options and the pass's
+prompt and hotwords (`DECODE_DEFAULTS`, `load_whisper`). The batched decoder has no temperature fallback,
 so a window whose text fails Whisper's own checks (compression ratio, mean log-probability) is
 decoded again on its own with faster-whisper's sequential decoder and its temperature fallback.
 """
@@ -237,56 +236,81 @@ def cpu_threads() -> int:
     return max(1, min(8, cores))
 
 
-class _NoVad:
-    """Stands in for WhisperX's VAD: speech regions come from the silero_vad stage, never a second VAD."""
+# How every pass decodes, as faster-whisper keyword arguments: WhisperX's own defaults (whisperx.asr.load_model's
+# `default_asr_options`, with its temperature fallback), except what the pipeline needs otherwise: no conditioning
+# on previous text, timestamps and word timestamps on (word times come from Whisper when no aligner is cached).
+# The model itself loads with faster-whisper's WhisperModel, which is what WhisperX wraps: importing
+# `whisperx.asr` pulls in pyannote, Lightning and transformers for its own VAD, which the pipeline never uses
+# (speech regions come from the silero_vad stage), and cost 6-12 s and about 300 MB a pass.
+DECODE_DEFAULTS: dict[str, Any] = {
+    "beam_size": 5,
+    "best_of": 5,
+    "patience": 1,
+    "length_penalty": 1,
+    "repetition_penalty": 1,
+    "no_repeat_ngram_size": 0,
+    "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+    "compression_ratio_threshold": 2.4,
+    "log_prob_threshold": -1.0,
+    "no_speech_threshold": 0.6,
+    "condition_on_previous_text": False,
+    "initial_prompt": None,
+    "prefix": None,
+    "suppress_blank": True,
+    "suppress_tokens": [-1],
+    "without_timestamps": False,
+    "word_timestamps": True,
+    "prepend_punctuations": "\"'“¿([{-",
+    "append_punctuations": "\"'.。,，!！?？:：”)]}、",
+    "max_new_tokens": None,
+    "hotwords": None,
+    "vad_filter": False,
+}
 
-    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("WhisperX's own VAD is not used: speech regions come from the silero_vad stage")
+
+@dataclass(frozen=True)
+class LoadedWhisper:
+    """A Whisper model and the options every decode of this pass uses (prompt, hotwords, thresholds)."""
+
+    model: Any  # faster_whisper.WhisperModel
+    options: dict[str, Any]
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
 
 
-def load_pipeline(
-    choice: ModelChoice,
-    device: str,
-    compute_type: str,
-    language: str | None,
-    task: str,
-    asr_options: dict[str, Any],
-    compute_setting: str = "DEVICE",
-) -> Any:
-    """WhisperX's pipeline for a local model folder; `asr_options` (prompt, hotwords, thresholds) are fixed here."""
+def load_whisper(
+    choice: ModelChoice, device: str, compute_type: str, options: dict[str, Any], compute_setting: str = "DEVICE"
+) -> LoadedWhisper:
+    """The model from its local folder (never a download) with the pass's decode options over the defaults."""
     import ctranslate2
-    import whisperx
+    from faster_whisper import WhisperModel
 
     ctranslate2.set_random_seed(0)  # temperature fallback samples: the same audio gives the same text
     kind, index = split_device(device)
-    options = {
-        "multilingual": False,
-        "condition_on_previous_text": False,
-        "without_timestamps": False,
-        "word_timestamps": True,
-    } | asr_options
+    unknown = set(options) - set(DECODE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown decode options {sorted(unknown)}")
     try:
-        return whisperx.load_model(
+        model = WhisperModel(
             str(choice.path),
-            kind,
+            device=kind,
             device_index=index,
             compute_type=compute_type,
-            asr_options=options,
-            language=language,
-            task=task,
-            vad_model=_NoVad(),
+            cpu_threads=cpu_threads(),
             local_files_only=True,
-            threads=cpu_threads(),
         )
     except ValueError as exc:  # CTranslate2: compute type not supported on this device
         raise PermanentError(
             f"cannot load {choice.spec} on {device} with compute type {compute_type}: {exc}. "
             f"Choose another with {compute_setting} (int8, int8_float16, float16, float32)."
         ) from exc
+    return LoadedWhisper(model=model, options=DECODE_DEFAULTS | options)
 
 
-def is_multilingual(pipeline: Any) -> bool:
-    return bool(pipeline.model.model.is_multilingual)
+def is_multilingual(whisper: LoadedWhisper) -> bool:
+    return whisper.multilingual
 
 
 def release() -> None:
@@ -510,47 +534,26 @@ def needs_fallback(
 
 
 class WhisperDecoder:
-    """Batched decoding of speech windows with the options WhisperX fixed at load time."""
+    """Batched decoding of speech windows with the options the pass fixed at load time."""
 
-    def __init__(self, pipeline: Any, language: str, task: str, chunk_s: float = CHUNK_S) -> None:
+    def __init__(self, whisper: LoadedWhisper, language: str, task: str, chunk_s: float = CHUNK_S) -> None:
         from faster_whisper import BatchedInferencePipeline
 
-        self.pipeline = pipeline
-        self.batched = BatchedInferencePipeline(pipeline.model)
+        self.whisper = whisper
+        self.batched = BatchedInferencePipeline(whisper.model)
         self.language = language
         self.task = task
         self.chunk_s = chunk_s
         self.redecoded = 0  # windows decoded again with temperature fallback
 
     def options(self) -> dict[str, Any]:
-        """faster-whisper arguments from WhisperX's TranscriptionOptions (asr_options)."""
-        o = self.pipeline.options
-        return dict(
-            language=self.language,
-            task=self.task,
-            beam_size=o.beam_size,
-            best_of=o.best_of,
-            patience=o.patience,
-            length_penalty=o.length_penalty,
-            repetition_penalty=o.repetition_penalty,
-            no_repeat_ngram_size=o.no_repeat_ngram_size,
-            temperature=list(o.temperatures),
-            compression_ratio_threshold=o.compression_ratio_threshold,
-            log_prob_threshold=o.log_prob_threshold,
-            no_speech_threshold=o.no_speech_threshold,
-            condition_on_previous_text=False,
-            initial_prompt=o.initial_prompt,
-            prefix=o.prefix,
-            suppress_blank=o.suppress_blank,
-            suppress_tokens=list(o.suppress_tokens),
-            without_timestamps=o.without_timestamps,
-            word_timestamps=o.word_timestamps,
-            prepend_punctuations=o.prepend_punctuations,
-            append_punctuations=o.append_punctuations,
-            max_new_tokens=o.max_new_tokens,
-            hotwords=o.hotwords,
-            vad_filter=False,
-        )
+        """faster-whisper arguments: the pass's options, its language and task."""
+        return self.whisper.options | {"language": self.language, "task": self.task}
+
+    def failed(self, segments: list[Decoded]) -> bool:
+        o = self.whisper.options
+        return needs_fallback(segments, o["log_prob_threshold"], o["no_speech_threshold"],
+                              o["compression_ratio_threshold"])  # fmt: skip
 
     def decode(
         self,
@@ -572,7 +575,6 @@ class WhisperDecoder:
         self, audio: Audio, chunks: list[dict[str, float]], batch_size: int, on_batch: Callable[[int, int], None] | None
     ) -> list[Decoded]:
         opts = self.options()
-        o = self.pipeline.options
         out: list[Decoded] = []
         for first in range(0, len(chunks), batch_size):
             group = chunks[first : first + batch_size]
@@ -586,18 +588,15 @@ class WhisperDecoder:
             )  # fmt: skip
             by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
             for seg in segments:
-                index = _chunk_of(seg.seek / self.pipeline.model.frames_per_second, clips)
+                index = _chunk_of(seg.seek / self.whisper.model.frames_per_second, clips)
                 by_chunk[index].append(_decoded(seg, first + index, offset))
             for index, decoded in by_chunk.items():
-                if needs_fallback(decoded, o.log_prob_threshold, o.no_speech_threshold, o.compression_ratio_threshold):
+                if self.failed(decoded):
                     again = self.decode_alone(audio, group[index], first + index, opts)
                     self.redecoded += 1
                     # Sampling at a higher temperature is not always better: keep the batched text only
                     # when the new one fails Whisper's checks too and is less likely.
-                    fails = needs_fallback(
-                        again, o.log_prob_threshold, o.no_speech_threshold, o.compression_ratio_threshold
-                    )
-                    if not fails or mean_logprob(again) > mean_logprob(decoded):
+                    if not self.failed(again) or mean_logprob(again) > mean_logprob(decoded):
                         decoded = again
                 out.extend(decoded)
             if on_batch is not None:
@@ -607,7 +606,7 @@ class WhisperDecoder:
     def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
         opts = with_token_budget(opts, chunk["end"] - chunk["start"])
-        segments, _info = self.pipeline.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
+        segments, _info = self.whisper.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
         return [_decoded(seg, index, chunk["start"]) for seg in segments]
 
 
@@ -697,11 +696,11 @@ def _decoded(seg: Any, chunk: int, offset: float) -> Decoded:
     )
 
 
-def detect_language(pipeline: Any, speech: np.ndarray) -> tuple[str, float, dict[str, float]]:
+def detect_language(whisper: LoadedWhisper, speech: np.ndarray) -> tuple[str, float, dict[str, float]]:
     """Whisper's language guess over speech audio: (code, probability, all probabilities)."""
-    if not is_multilingual(pipeline):
+    if not whisper.multilingual:
         return "en", 1.0, {"en": 1.0}
     if speech.size < SAMPLE_RATE // 2:
         raise PermanentError("too little speech to detect the language; set ASR__LANGUAGE to the film's language")
-    language, probability, all_probs = pipeline.model.detect_language(audio=speech)
+    language, probability, all_probs = whisper.model.detect_language(audio=speech)
     return language, float(probability), {code: float(p) for code, p in (all_probs or [])}

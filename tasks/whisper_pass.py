@@ -29,7 +29,7 @@ from tasks.whisper_models import (
     ModelChoice,
     Prompt,
     WhisperDecoder,
-    load_pipeline,
+    load_whisper,
     loaded,
     model_prompt,
     resolve_model,
@@ -38,7 +38,7 @@ from tasks.whisper_models import (
     uncovered_speech,
 )
 
-# (loaded pipeline, the speech of the first windows) -> (language to decode in, its probability)
+# (loaded model, the speech of the first windows) -> (language to decode in, its probability)
 LanguageChoice = Callable[[Any, np.ndarray], tuple[str, float | None]]
 
 
@@ -303,19 +303,13 @@ def whisper_pass(
     )
     started = time.monotonic()
     with loaded(
-        lambda: load_pipeline(
-            choice,
-            device.device,
-            compute_type,
-            request.language,
-            request.task,
-            options,
-            f"{request.setting.split('__')[0]}__COMPUTE_TYPE",
+        lambda: load_whisper(
+            choice, device.device, compute_type, options, f"{request.setting.split('__')[0]}__COMPUTE_TYPE"
         )
     ) as held:
-        pipeline = held[0]
-        language, probability = choose_language(pipeline, speech_audio(audio, chunks))
-        decoder = WhisperDecoder(pipeline, language, request.task, decoding.chunk_s)
+        whisper = held[0]
+        language, probability = choose_language(whisper, speech_audio(audio, chunks))
+        decoder = WhisperDecoder(whisper, language, request.task, decoding.chunk_s)
 
         def on_batch(done: int, total: int) -> None:
             progress(0.85 * done / total, f"decoded {done}/{total} windows")
@@ -340,7 +334,7 @@ def whisper_pass(
             kept, records = rechecked(decoder, audio, speech, kept, request, cfg, log)
             filtered += records
         redecoded = decoder.redecoded + sum(r["action"] == "redecoded" for r in filtered)
-        del pipeline, decoder
+        del whisper, decoder
     return PassResult(
         choice=choice,
         prompt=prompt,
