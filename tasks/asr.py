@@ -317,14 +317,13 @@ class AlignerSource:
 
 
 def aligner_source(language: str, setting: str | None, cache_root: Path) -> tuple[AlignerSource | None, str]:
-    """The cached wav2vec2 aligner for a language, or None and why (never a download)."""
-    import torchaudio
-    from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
+    """The cached wav2vec2 aligner for a language, or None and why (never a download).
+
+    NLTK's sentence data is checked first: without it no aligner can run, and the check costs a second
+    where importing WhisperX's alignment module (transformers, pandas) costs three or more.
+    """
     from whisperx.utils import PUNKT_LANGUAGES
 
-    name = setting or DEFAULT_ALIGN_MODELS_TORCH.get(language) or DEFAULT_ALIGN_MODELS_HF.get(language)
-    if not name:
-        return None, f"no wav2vec2 aligner is known for language {language!r} (set ASR__ALIGN_MODEL)"
     punkt = PUNKT_LANGUAGES.get(language, "english")
     try:
         import nltk
@@ -335,6 +334,12 @@ def aligner_source(language: str, setting: str | None, cache_root: Path) -> tupl
             "NLTK's punkt_tab sentence data (which WhisperX alignment needs) is not installed; fetch it with "
             "`python -m nltk.downloader punkt_tab`"
         )
+    import torchaudio
+    from whisperx.alignment import DEFAULT_ALIGN_MODELS_HF, DEFAULT_ALIGN_MODELS_TORCH
+
+    name = setting or DEFAULT_ALIGN_MODELS_TORCH.get(language) or DEFAULT_ALIGN_MODELS_HF.get(language)
+    if not name:
+        return None, f"no wav2vec2 aligner is known for language {language!r} (set ASR__ALIGN_MODEL)"
     if name in torchaudio.pipelines.__all__:
         bundle = getattr(torchaudio.pipelines, name)
         folder = Path(cache_root) / "torch" / "hub" / "checkpoints"

@@ -536,10 +536,13 @@ def needs_fallback(
 class WhisperDecoder:
     """Batched decoding of speech windows with the options the pass fixed at load time."""
 
-    def __init__(self, whisper: LoadedWhisper, language: str, task: str, chunk_s: float = CHUNK_S) -> None:
+    def __init__(
+        self, whisper: LoadedWhisper, language: str, task: str, chunk_s: float = CHUNK_S, prompt_tokens: int = 0
+    ) -> None:
         from faster_whisper import BatchedInferencePipeline
 
         self.whisper = whisper
+        self.limit = token_limit(prompt_tokens)
         self.batched = BatchedInferencePipeline(whisper.model)
         self.language = language
         self.task = task
@@ -549,6 +552,9 @@ class WhisperDecoder:
     def options(self) -> dict[str, Any]:
         """faster-whisper arguments: the pass's options, its language and task."""
         return self.whisper.options | {"language": self.language, "task": self.task}
+
+    def budgeted(self, opts: dict[str, Any], seconds: float) -> dict[str, Any]:
+        return with_token_budget(opts, seconds, tokens_per_second(self.language, self.task), self.limit)
 
     def failed(self, segments: list[Decoded]) -> bool:
         o = self.whisper.options
@@ -584,7 +590,7 @@ class WhisperDecoder:
             longest = max(c["end"] - c["start"] for c in group)
             segments, _info = self.batched.transcribe(
                 span, clip_timestamps=clips, batch_size=batch_size, multilingual=False,
-                **with_token_budget(opts, longest),
+                **self.budgeted(opts, longest),
             )  # fmt: skip
             by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
             for seg in segments:
@@ -605,25 +611,38 @@ class WhisperDecoder:
 
     def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
-        opts = with_token_budget(opts, chunk["end"] - chunk["start"])
+        opts = self.budgeted(opts, chunk["end"] - chunk["start"])
         segments, _info = self.whisper.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
         return [_decoded(seg, index, chunk["start"]) for seg in segments]
 
 
-TOKENS_PER_S = 25  # well above speech in any script Whisper writes (Devanagari takes the most tokens)
-TOKEN_BUDGET_MAX = 200  # under Whisper's own sample length (224), and prompt (<= 223) + it stays within 448
+WHISPER_CONTEXT = 448  # tokens of Whisper's decoder context: the prompt and the new tokens share it
+START_TOKENS = 6  # previous-text mark, start of transcript, language, task, no-timestamps, and one spare
+TOKENS_PER_S_LATIN = 10  # English (or a translation into it): fast dialogue is 5-7 tokens a second
+TOKENS_PER_S_OTHER = 25  # other scripts: Devanagari takes the most tokens
 
 
-def with_token_budget(opts: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The decode options with a token budget for `seconds` of audio, when that is under the default.
+def tokens_per_second(language: str | None, task: str) -> int:
+    """How many tokens a second of speech may take in the text this pass writes (twice what speech needs)."""
+    return TOKENS_PER_S_LATIN if task == "translate" or language == "en" else TOKENS_PER_S_OTHER
 
-    A decode that loops ("शाशाशा...") runs to the token limit, and a short region's retries (each
-    temperature of the fallback) then cost as much as a full 30 s window each: on the Hindi sample,
-    four looping regions took three of asr's four minutes. A budget from the region's length stops
-    a loop early; the guards still see it (compression ratio, repeats). A max_new_tokens given wins.
+
+def token_limit(prompt_tokens: int) -> int:
+    """The most new tokens Whisper's context leaves after the pass's prompt."""
+    return WHISPER_CONTEXT - START_TOKENS - prompt_tokens
+
+
+def with_token_budget(opts: dict[str, Any], seconds: float, tokens_per_s: int, limit: int) -> dict[str, Any]:
+    """The decode options with a token budget for `seconds` of audio, when that is under Whisper's `limit`.
+
+    A decode that loops ("शाशाशा...", "the the the") runs to the token limit, and so does every
+    temperature of its fallback: on the Hindi sample, four short looping regions took three of asr's four
+    minutes; in a batch, one looping window keeps the other windows' decoding going until it stops.
+    A budget from the audio's length stops a loop early; the guards still see it (compression ratio,
+    repeats). A max_new_tokens given wins.
     """
-    budget = math.ceil(TOKENS_PER_S * seconds) + 16
-    if opts.get("max_new_tokens") is not None or budget >= TOKEN_BUDGET_MAX:
+    budget = math.ceil(tokens_per_s * seconds) + 16
+    if opts.get("max_new_tokens") is not None or budget >= limit:
         return opts
     return opts | {"max_new_tokens": budget}
 

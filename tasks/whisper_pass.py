@@ -309,7 +309,7 @@ def whisper_pass(
     ) as held:
         whisper = held[0]
         language, probability = choose_language(whisper, speech_audio(audio, chunks))
-        decoder = WhisperDecoder(whisper, language, request.task, decoding.chunk_s)
+        decoder = WhisperDecoder(whisper, language, request.task, decoding.chunk_s, prompt.tokens)
 
         def on_batch(done: int, total: int) -> None:
             progress(0.85 * done / total, f"decoded {done}/{total} windows")

@@ -405,11 +405,25 @@ def test_model_settings_resolve(tmp_path):
         resolve_model("gigantic", "cpu", tmp_path, "ASR__MODEL")
 
 
-def test_aligner_not_in_cache_falls_back_without_network(tmp_path):
+def punkt_present(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NLTK's English punkt_tab, as empty parameter files (a plain sentence splitter), found first."""
+    import nltk
+
+    punkt = folder / "nltk" / "tokenizers" / "punkt_tab" / "english"
+    punkt.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (punkt / name).touch()
+    monkeypatch.setattr(nltk.data, "path", [str(folder / "nltk"), *nltk.data.path])
+
+
+def test_aligner_not_in_cache_falls_back_without_network(tmp_path, monkeypatch):
     source, why = aligner_source("hi", None, tmp_path)
     assert source is None and ("punkt_tab" in why or "hf download theainerd/Wav2Vec2-large-xlsr-hindi" in why)
+    punkt_present(tmp_path, monkeypatch)
     source, why = aligner_source("xx", None, tmp_path)
     assert source is None and "ASR__ALIGN_MODEL" in why
+    source, why = aligner_source("en", None, tmp_path)
+    assert source is None and "WAV2VEC2_ASR_BASE_960H is not in" in why
 
 
 # Word times with a wav2vec2 aligner (a tiny random one built here) -------------------------------
@@ -452,13 +466,7 @@ def tiny_aligner(folder: Path) -> Path:
 
 
 def test_aligned_word_times_are_monotonic_and_inside_segments(name_job, tmp_path, monkeypatch):
-    import nltk
-
-    punkt = tmp_path / "nltk" / "tokenizers" / "punkt_tab" / "english"
-    punkt.mkdir(parents=True)
-    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
-        (punkt / name).touch()  # empty Punkt parameters: a plain sentence splitter
-    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk"), *nltk.data.path])
+    punkt_present(tmp_path, monkeypatch)
     job, upstream = name_job
     aligner = tiny_aligner(tmp_path / "aligner")
     result = run_asr(job, upstream, PACKAGED_EN.model_copy(update={"align_model": str(aligner)}))
@@ -791,10 +799,14 @@ def test_the_prompts_own_sentences_said_again_are_dropped():
     assert guard_prompt_echo(line, [], seed)[0] is line
 
 
-def test_a_short_region_gets_a_token_budget_that_stops_a_loop_early():
-    from tasks.whisper_models import TOKEN_BUDGET_MAX, with_token_budget
+def test_a_window_gets_a_token_budget_that_stops_a_loop_early():
+    from tasks.whisper_models import token_limit, tokens_per_second, with_token_budget
 
-    assert with_token_budget({"beam_size": 5}, 3.0) == {"beam_size": 5, "max_new_tokens": 91}
-    assert with_token_budget({}, 30.0) == {}  # a full window keeps Whisper's own limit
-    assert with_token_budget({"max_new_tokens": 40}, 3.0) == {"max_new_tokens": 40}
-    assert with_token_budget({}, 7.0)["max_new_tokens"] < TOKEN_BUDGET_MAX
+    hindi, english = tokens_per_second("hi", "transcribe"), tokens_per_second("en", "transcribe")
+    assert tokens_per_second("hi", "translate") == english < hindi
+    limit = token_limit(60)
+    assert limit == 448 - 6 - 60
+    assert with_token_budget({"beam_size": 5}, 3.0, hindi, limit) == {"beam_size": 5, "max_new_tokens": 91}
+    assert with_token_budget({}, 20.0, english, limit) == {"max_new_tokens": 216}  # a 20 s English window
+    assert with_token_budget({}, 20.0, hindi, limit) == {}  # Devanagari: Whisper's own limit after the prompt
+    assert with_token_budget({"max_new_tokens": 40}, 3.0, hindi, limit) == {"max_new_tokens": 40}
