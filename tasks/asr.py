@@ -66,9 +66,11 @@ from tasks.whisper_models import (
     LoadedWhisper,
     cached_snapshot,
     covered_seconds,
+    cut_where_labels_change,
     detect_language,
     fetch_command,
     is_multilingual,
+    join_words,
     loaded,
     release,
     resolve_model,
@@ -211,13 +213,6 @@ def segment_record(index: int, seg: Decoded, turns: list[dict[str, Any]], langua
     }
 
 
-def join_words(words: list[dict[str, Any]]) -> str:
-    """Text of words: Whisper's words carry their leading space, the aligner's do not."""
-    if any(w["word"].startswith(" ") for w in words):
-        return "".join(w["word"] for w in words).strip()
-    return " ".join(w["word"].strip() for w in words)
-
-
 def phrases(words: list[dict[str, Any]]) -> list[list[int]]:
     """Word indices grouped into phrases that end at a sentence end or a pause: where a speaker may change."""
     groups: list[list[int]] = [[]]
@@ -250,17 +245,6 @@ def split_at_speakers(seg: Decoded, turns: list[dict[str, Any]]) -> list[Decoded
         for i in group:
             labels[i] = max(held, key=held.__getitem__)
     return cut_where_labels_change(seg, labels)
-
-
-def cut_where_labels_change(seg: Decoded, labels: list[Any]) -> list[Decoded]:
-    """The segment cut between words whose labels (one per word) differ; scores stay the segment's."""
-    pieces = [[w for w, _ in run] for _, run in groupby(zip(seg.words, labels, strict=True), key=lambda p: p[1])]
-    if len(pieces) < 2:
-        return [seg]
-    return [
-        replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
-        for words in pieces
-    ]
 
 
 def on_speech_edges(segments: list[Decoded], speech: list[dict[str, float]]) -> list[Decoded]:

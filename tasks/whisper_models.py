@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -515,6 +516,44 @@ class Decoded:
     words: list[dict[str, Any]] = field(default_factory=list)
     chunk: int = 0
     language: str | None = None  # when it differs from the pass's (an English line in a Hindi film)
+
+
+def join_words(words: list[dict[str, Any]]) -> str:
+    """Text of words: Whisper's words carry their leading space, the aligner's do not."""
+    if any(w["word"].startswith(" ") for w in words):
+        return "".join(w["word"] for w in words).strip()
+    return " ".join(w["word"].strip() for w in words)
+
+
+def cut_where_labels_change(seg: Decoded, labels: list[Any]) -> list[Decoded]:
+    """The segment cut between words whose labels (one per word) differ; scores stay the segment's."""
+    pieces = [[w for w, _ in run] for _, run in groupby(zip(seg.words, labels, strict=True), key=lambda p: p[1])]
+    if len(pieces) < 2:
+        return [seg]
+    return [
+        replace(seg, words=words, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
+        for words in pieces
+    ]
+
+
+def cut_at_regions(seg: Decoded, regions: list[dict[str, float]]) -> list[Decoded]:
+    """The segment cut between words that belong to different speech regions (the one each overlaps most,
+    else the nearest): a window of several regions can come back as one segment spanning the silence (or
+    the song) between them."""
+    if len(seg.words) < 2 or len(regions) < 2:
+        return [seg]
+
+    def region_of(word: dict[str, Any]) -> int:
+        start, end = float(word["start"]), float(word["end"])
+        return min(
+            range(len(regions)),
+            key=lambda i: (
+                -max(0.0, min(end, regions[i]["end"]) - max(start, regions[i]["start"])),
+                max(0.0, regions[i]["start"] - end, start - regions[i]["end"]),
+            ),
+        )
+
+    return cut_where_labels_change(seg, [region_of(w) for w in seg.words])
 
 
 def needs_fallback(

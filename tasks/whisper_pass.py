@@ -29,6 +29,7 @@ from tasks.whisper_models import (
     ModelChoice,
     Prompt,
     WhisperDecoder,
+    cut_at_regions,
     load_whisper,
     loaded,
     model_prompt,
@@ -221,7 +222,9 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     missed = uncovered_speech(speech, kept, min_s=0.5)
     if not missed:
         return [], []
-    first = decoder.decode(audio, speech_chunks(missed, audio, decoder.chunk_s), batch_size)
+    # Windowed together, regions keep each other's context; their text is then cut back into the regions.
+    windows = speech_chunks(missed, audio, decoder.chunk_s)
+    first = [piece for seg in decoder.decode(audio, windows, batch_size) for piece in cut_at_regions(seg, missed)]
     found, records = guarded(first, speech, cfg, log)
     found, unsure = confident(found, cfg, log)
     records += unsure

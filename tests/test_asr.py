@@ -44,6 +44,7 @@ from tasks.whisper_models import (
     Audio,
     Decoded,
     build_prompt,
+    cut_at_regions,
     needs_fallback,
     release,
     resolve_model,
@@ -618,6 +619,22 @@ def test_speaker_of_takes_most_overlap_then_nearest():
     assert speaker_of(0.5, 2.2, turns) == "A"
     assert speaker_of(5.8, 5.9, turns) == "A"
     assert speaker_of(1.0, 2.0, []) is None
+
+
+def test_a_retry_window_of_two_regions_is_cut_back_into_them():
+    """A line before a song and the first sung line came back as one segment from one retry window (the
+    dialogue was then shown as lyrics); the cut puts each word back in its own region."""
+    regions = [{"start": 21.5, "end": 27.0}, {"start": 33.0, "end": 35.7}]
+    joined = seg("I lend you my bicycle. Stay with me.", 21.6, 35.5)
+    joined.words = [
+        {"word": w, "start": s, "end": e, "probability": 0.9}
+        for w, s, e in [(" I", 21.6, 21.8), (" lend", 21.8, 22.2), (" you", 22.2, 22.4), (" my", 22.4, 22.6),
+                        (" bicycle.", 22.6, 26.9), (" Stay", 33.1, 33.5), (" with", 33.5, 33.8), (" me.", 33.8, 35.5)]
+    ]  # fmt: skip
+    first, second = cut_at_regions(joined, regions)
+    assert (first.text, second.text) == ("I lend you my bicycle.", "Stay with me.")
+    assert first.end <= 27.0 and second.start >= 33.0
+    assert cut_at_regions(joined, regions[:1]) == [joined]
 
 
 def test_split_at_speakers_makes_one_speaker_segments():
