@@ -521,7 +521,7 @@ def nmt_translate(
 # The stage -----------------------------------------------------------------------------
 
 
-@stage("second_pass_translation", version="5", gpu=True)
+@stage("second_pass_translation", version="6", gpu=True)
 def second_pass_translation(
     ctx: StageContext,
     settings: TranslationSettings,
