@@ -56,6 +56,20 @@ def _batch_size(profile: HardwareProfile, device: str) -> int:
     return 8 if profile.ram_gb >= 16 else 4 if profile.ram_gb >= 8 else 2
 
 
+CORES_PER_SLOT = 4
+
+
+def cpu_slots(profile: HardwareProfile) -> int:
+    """How many heavy stages may run on the CPU at once (a stage on the GPU takes none).
+
+    Whisper decoding (CTranslate2) and torch each use several threads; on two cores, the WhisperX CLI
+    beside the lyrics features took 51 s where one after the other took 48 s, and beside the speaker
+    embeddings 64 s against 48 s. So a small machine runs them one at a time, and one with more cores
+    runs one more at a time for each 4 cores.
+    """
+    return max(1, profile.cpu_cores // CORES_PER_SLOT)
+
+
 def stage_device(profile: HardwareProfile, stage: str, requested: str = "auto") -> StageDevice:
     run_device = resolve_device(profile, requested)
     device = run_device if stage in ACCELERATED_STAGES else "cpu"

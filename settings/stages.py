@@ -87,7 +87,7 @@ class DiarizationSettings(StageSettings):
     max_speakers: int | None = Field(None, ge=1)
     speaker_names: dict[str, str] = Field(default_factory=dict, description="SPEAKER_00 -> character name.")
     embedded_window_s: float = Field(1.2, ge=0.5, le=3.0, description="Embedded backend: speaker-embedding window.")
-    embedded_hop_s: float = Field(0.2, ge=0.05, le=1.0, description="Embedded backend: step between windows.")
+    embedded_hop_s: float = Field(0.4, ge=0.05, le=1.0, description="Embedded backend: step between windows.")
     embedded_min_silhouette: float = Field(
         0.25, ge=0, le=1, description="Embedded backend: silhouette a split into speakers must reach, else one speaker."
     )

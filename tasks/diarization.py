@@ -247,7 +247,7 @@ def diarization_preflight(
     return f"backend {backend} ({reason})"
 
 
-@stage("diarization", version="2", gpu=True, secrets=("hf_token",), preflight=diarization_preflight)
+@stage("diarization", version="3", gpu=True, secrets=("hf_token",), preflight=diarization_preflight)
 def diarization(ctx: StageContext, settings: DiarizationSettings, demux: StageResult, silero_vad: StageResult) -> dict:
     check_speaker_bounds(settings)
     wav = ctx.file(demux, ctx.read(demux, MediaInfo).audio)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from hardware.policy import StageDevice, resolve_device, stage_device
+from hardware.policy import StageDevice, cpu_slots, resolve_device, stage_device
 from hardware.profile import HardwareProfile, cached_profile
 from settings.jobs import Job, now_iso, write_text_atomic
 from settings.model import SECRET_FIELDS, FilmSettings, Settings, settings_digest
@@ -82,6 +82,7 @@ class RunEnv(BaseModel):
     cache_root: str
     fail_at: str | None = None
     gpu_limit: str = "gpu"
+    cpu_slots: int = 1  # heavy stages on the CPU at once in this process (hardware.policy.cpu_slots)
     secrets: dict[str, SecretStr | None] = {}
 
 
@@ -94,7 +95,8 @@ class StageSpec:
     version: str
     body: Body
     optional: bool = False
-    gpu: bool = False
+    gpu: bool = False  # runs a model that may use the accelerator (and then takes a slot of the GPU limit)
+    heavy: bool = False  # CPU-bound: on the CPU it takes one of the machine's CPU slots (gpu stages do too)
     secrets: tuple[str, ...] = ()
     preflight: Preflight | None = None
     _task: list[Any] = field(default_factory=list, compare=False, repr=False)
@@ -155,6 +157,7 @@ def stage(
     *,
     optional: bool = False,
     gpu: bool = False,
+    heavy: bool = False,
     secrets: tuple[str, ...] = (),
     preflight: Preflight | None = None,
 ) -> Callable[[Body], StageSpec]:
@@ -162,7 +165,14 @@ def stage(
 
     def wrap(body: Body) -> StageSpec:
         return StageSpec(
-            name=name, version=version, body=body, optional=optional, gpu=gpu, secrets=secrets, preflight=preflight
+            name=name,
+            version=version,
+            body=body,
+            optional=optional,
+            gpu=gpu,
+            heavy=heavy or gpu,
+            secrets=secrets,
+            preflight=preflight,
         )
 
     return wrap
@@ -288,7 +298,7 @@ def execute(
     try:
         if env.fail_at == spec.name:
             raise InjectedFault(f"fault injected at {spec.name} (PIPELINE__FAIL_AT)")
-        summary = _run_body(spec, ctx, settings, inputs)
+        summary = _run_body(spec, ctx, settings, inputs, env.cpu_slots)
         done = result(files=ctx.written(), summary=summary or {})
         update_stage(
             job,
@@ -325,14 +335,39 @@ def _mark_failed(job: Job, name: str, log: logging.Logger, started: float, messa
         log.error("could not record the failure in the manifest: %s", exc)
 
 
-def _run_body(spec: StageSpec, ctx: StageContext, settings: StageSettings, inputs: dict[str, Any]) -> dict[str, Any]:
+def _run_body(
+    spec: StageSpec, ctx: StageContext, settings: StageSettings, inputs: dict[str, Any], cpu_slots: int
+) -> dict[str, Any]:
     if spec.gpu and ctx.device.accelerated:
         from prefect.concurrency.sync import concurrency
 
         ctx.log.info("waiting for a slot of the global concurrency limit %r", ctx.gpu_limit)
         with concurrency(ctx.gpu_limit, occupy=1):
             return spec.body(ctx, settings, **inputs)
+    if spec.heavy:
+        with cpu_slot(cpu_slots, ctx):
+            return spec.body(ctx, settings, **inputs)
     return spec.body(ctx, settings, **inputs)
+
+
+_CPU_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_CPU_SLOTS_LOCK = threading.Lock()
+
+
+@contextmanager
+def cpu_slot(slots: int, ctx: StageContext) -> Iterator[None]:
+    """One of the process's CPU slots for a heavy stage: stages that do not need each other's results are
+    submitted at once, and run at once only where the machine has cores for both (hardware.policy.cpu_slots)."""
+    with _CPU_SLOTS_LOCK:
+        semaphore = _CPU_SLOTS.setdefault(slots, threading.BoundedSemaphore(slots))
+    if not semaphore.acquire(blocking=False):
+        ctx.log.info("waiting for one of this machine's %d CPU slot(s): another heavy stage is running", slots)
+        ctx.progress(0.0, "waiting for a CPU slot")
+        semaphore.acquire()
+    try:
+        yield
+    finally:
+        semaphore.release()
 
 
 def _skipped(
@@ -656,7 +691,8 @@ def selected_stages(
     """(the stages this run submits, those forced to run again despite a cache hit).
 
     `--stages a,b`: a and b run again, their upstream comes from the cache, nothing downstream runs.
-    `--from-stage a`: a and every stage after it in the pipeline run again.
+    `--from-stage a`: a and every stage that reads its results (directly or further down) run again;
+    a stage after it that does not read them (lyrics_detection after asr) comes from the cache.
     """
     names = [s.name for s in specs]
     for name in [*(stages or []), *([from_stage] if from_stage else [])]:
@@ -674,7 +710,11 @@ def selected_stages(
                     todo.append(need)
         return keep, set(stages)
     if from_stage:
-        return set(names), set(names[names.index(from_stage) :])
+        forced = {from_stage}
+        for spec in specs[names.index(from_stage) + 1 :]:  # in pipeline order, so upstream is decided first
+            if forced.intersection(spec.needs):
+                forced.add(spec.name)
+        return set(names), forced
     return set(names), set()
 
 
@@ -708,6 +748,7 @@ class PipelineRun:
         from prefect.runtime import flow_run
 
         self.profile = profile
+        self.env = self.env.model_copy(update={"cpu_slots": cpu_slots(profile)})
         mode = resolve_device(profile, self.settings.device).split(":")[0].upper()
         self.log.info(
             "Device mode: %s (%s, %d cores, %.0f GB RAM%s; DEVICE=%s)",

@@ -220,7 +220,7 @@ def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, fl
     return ids
 
 
-@stage("lyrics_detection", version="3")
+@stage("lyrics_detection", version="3", heavy=True)
 def lyrics_detection(
     ctx: StageContext, settings: LyricsSettings, demux: StageResult, silero_vad: StageResult, asr: StageResult
 ) -> dict:

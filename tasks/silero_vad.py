@@ -116,7 +116,7 @@ def speech_ratio(segments: list[dict[str, float]], duration_s: float) -> float:
     return round(sum(s["end"] - s["start"] for s in segments) / duration_s, 4) if duration_s > 0 else 0.0
 
 
-@stage("silero_vad", version="2")
+@stage("silero_vad", version="2", heavy=True)
 def silero_vad(ctx: StageContext, settings: SileroVadSettings, demux: StageResult) -> dict:
     wav = ctx.file(demux, ctx.read(demux, MediaInfo).audio)
     ctx.log.info("Silero VAD (packaged model) on cpu, windows of %.0f s", settings.window_s)

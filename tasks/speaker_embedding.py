@@ -35,7 +35,7 @@ class EmbeddedParams:
     """Knobs of the embedded backend (from DiarizationSettings)."""
 
     window_s: float = 1.2
-    hop_s: float = 0.2
+    hop_s: float = 0.4
     min_silhouette: float = 0.25
     min_speaker_s: float = 2.0
     frame_s: float = 0.1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hardware.policy import DeviceError, stage_device
+from hardware.policy import DeviceError, cpu_slots, stage_device
 from hardware.profile import CACHE_TTL_S, cached_profile, detect
 
 
@@ -73,6 +73,45 @@ def test_policy_per_stage() -> None:
     cpu = detect(CPU_BOX)
     assert stage_device(cpu, "asr").compute_type == "int8"
     assert stage_device(detect(FakeProbe(gpus=[("small", 8.0)])), "asr").batch_size == 4
+
+
+def test_heavy_stages_share_the_cores_by_slots() -> None:
+    """On two cores one heavy stage at a time (side by side they were slower than one after the other);
+    a bigger machine runs one more for each four cores."""
+    import threading
+
+    from tasks.kernel import cpu_slot
+
+    assert cpu_slots(detect(CPU_BOX)) == 1 and cpu_slots(detect(FakeProbe(cores=16))) == 4
+
+    class Ctx:
+        log = __import__("logging").getLogger("test")
+        told: list[str] = []
+
+        def progress(self, fraction: float, message: str) -> None:
+            self.told.append(message)
+
+    def busy_together(slots: int) -> int:
+        running, most, lock = [0], [0], threading.Lock()
+
+        def stage() -> None:
+            with cpu_slot(slots, Ctx()):  # type: ignore[arg-type]
+                with lock:
+                    running[0] += 1
+                    most[0] = max(most[0], running[0])
+                time.sleep(0.2)
+                with lock:
+                    running[0] -= 1
+
+        threads = [threading.Thread(target=stage) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return most[0]
+
+    assert busy_together(1) == 1 and "waiting for a CPU slot" in Ctx.told
+    assert busy_together(3) == 3
 
 
 def test_explicit_device_wins_and_a_missing_one_is_an_error() -> None:
