@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,8 @@ from tasks.whisper_models import (
     Prompt,
     WhisperDecoder,
     cut_at_regions,
+    cut_where_labels_change,
+    held_seconds,
     load_whisper,
     loaded,
     model_prompt,
@@ -37,6 +39,7 @@ from tasks.whisper_models import (
     speech_audio,
     speech_chunks,
     uncovered_speech,
+    word_spans,
 )
 
 # (loaded model, the speech of the first windows) -> (language to decode in, its probability)
@@ -195,21 +198,49 @@ def confident(decoded: list[Decoded], cfg: GuardSettings, log: logging.Logger) -
 
 def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded], list[Record]]:
     """The retried segments that say something the kept ones do not: a bare region can be long and hold a
-    kept line too, which its retry says again (the same line twice in the subtitles)."""
+    kept line too, which its retry says again (the same line twice in the subtitles). What the kept words
+    hold is by their times (`word_spans`), so a kept segment stretched over speech it left out does not
+    stand for that speech."""
+    spans = word_spans(kept)
     out, records = [], []
     for seg in found:
-        shared = sum(max(0.0, min(seg.end, k.end) - max(seg.start, k.start)) for k in kept)
-        if shared > 0.5 * max(seg.end - seg.start, 1e-3):
+        if held_seconds(seg.start, seg.end, spans) > 0.5 * max(seg.end - seg.start, 1e-3):
             records.append(record(seg, "retry repeats a kept segment", "dropped"))
         else:
             out.append(seg)
     return out, records
 
 
+def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
+    """The kept segments cut around the retried ones that lie inside them, so no two segments overlap: a
+    word stretched over a retried segment ends where it starts (or starts where it ends)."""
+    if not retried:
+        return kept
+    out: list[Decoded] = []
+    for seg in kept:
+        inside = [r for r in retried if r.start < seg.end and r.end > seg.start]
+        if not inside or not seg.words:
+            out.append(seg)
+            continue
+        words, labels = [], []
+        for w in seg.words:
+            start, end = float(w["start"]), float(w["end"])
+            for r in inside:
+                if start < r.start < end:
+                    end = max(start, r.start)
+                elif start < r.end < end or r.start <= start < r.end:
+                    start = min(max(start, r.end), end)
+            words.append(w | {"start": round(start, 3), "end": round(end, 3)})
+            labels.append(sum(r.start < (start + end) / 2 for r in inside))  # how many retried segments before it
+        out += cut_where_labels_change(replace(seg, words=words), labels)
+    return out
+
+
 def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
                      request: PassRequest, cfg: GuardSettings, batch_size: int,
                      log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
-    """No speech left behind: each VAD region (over 0.5 s) that no kept word covers is decoded again, and its
+    """No speech left behind: each VAD region (over 0.5 s) that no kept word covers, and each stretch of a
+    second or more inside a region that no kept word holds (`uncovered_speech`), is decoded again, and its
     words kept when they pass the guards and Whisper is sure of them. One mechanism, two tries:
 
     1. the bare regions in windows of their own, batched, with the pass's prompt: Whisper often ends a full
@@ -229,14 +260,14 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     found, unsure = confident(found, cfg, log)
     records += unsure
     options = lone_options(decoder, request)
-    for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5)):
+    for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5, stretches=False)):
         again, dropped = guarded(decoder.decode_alone(audio, region, 10_000 + number, options), speech, cfg, log)
         again, unsure = confident(again, cfg, log)
         found += again
         records += dropped + unsure
     found, repeats = new_speech(found, kept)
     records += repeats
-    bare = {(r["start"], r["end"]) for r in uncovered_speech(missed, found, min_s=0.5)}
+    bare = {(r["start"], r["end"]) for r in uncovered_speech(missed, found, min_s=0.5, stretches=False)}
     for region in missed:
         text = " ".join(s.text for s in found if s.end > region["start"] and s.start < region["end"])
         done = (region["start"], region["end"]) not in bare
@@ -331,7 +362,7 @@ def whisper_pass(
                 log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
             filtered += repeats
         retried, records = decode_uncovered(decoder, audio, speech, kept, request, cfg, batch_size, log)
-        kept = sorted(kept + retried, key=lambda s: s.start)
+        kept = sorted(making_room(kept, retried) + retried, key=lambda s: s.start)
         filtered += records
         if request.check is not None:
             kept, records = rechecked(decoder, audio, speech, kept, request, cfg, log)
