@@ -1,4 +1,5 @@
-"""asr: speech to text with WhisperX over the speech regions of the silero_vad stage.
+"""asr: speech to text with Whisper (faster-whisper, the engine WhisperX wraps, with WhisperX's decode
+options) over the speech regions of the silero_vad stage, word times from WhisperX's aligner when cached.
 
 - Model: ASR__MODEL (see `tasks.whisper_models`): `packaged` (offline tiny.en), `auto`
   (large-v3 on CUDA, small elsewhere), a hub name taken from the cache, or a local CTranslate2
@@ -16,8 +17,8 @@
   An English-only model (tiny.en, `packaged`) cannot transcribe another language: asking it
   for `hi` is a PermanentError naming ASR__LANGUAGE and ASR__MODEL rather than a transcript
   of nonsense; with `auto` it records `en` (probability 1.0, not detected).
-- Names: pre_ner's ranked `prompt_terms` go into WhisperX's `asr_options` (initial_prompt and
-  hotwords) at load time, within ASR__PROMPT_MAX_TOKENS.
+- Names: pre_ner's ranked `prompt_terms` go into Whisper's initial prompt (and hotwords with
+  ASR__HOTWORDS), fixed for the pass, within ASR__PROMPT_MAX_TOKENS.
 - Decoding, prompt and guards are the shared Whisper pass (`tasks.whisper_pass`).
 - Guards (`tasks.asr_guards`): no conditioning on previous text; Whisper's thresholds; text over
   VAD silence, repeated phrases, prompt recitals and stock phrases removed; each in
