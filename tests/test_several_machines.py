@@ -193,7 +193,9 @@ def test_postgres_server_two_workers_watch_folder_and_a_killed_worker(tmp_path: 
                 assert taken_by(logs["worker-3"], [again])
             stages = read_manifest(job).stages
             assert stages["demux"].state == "cached" and stages["silero_vad"].state == "cached", stages
-            assert stages["asr"].state == "done"
+            # asr ran again on worker-3, or finished on worker-2 in the 2.5 s between SIGTERM and SIGKILL (it takes
+            # about 3 s on these films) and came from the cache: either way the run resumed, nothing was lost.
+            assert stages["asr"].state in {"done", "cached"}, stages
             for one in jobs.values():  # each job has its own film's words, none of the other's
                 said = " ".join(p.read_text().lower() for p in one.output_dir.glob("*.en.srt"))
                 own, other = WORDS[Path(one.read_job_file().input_path).stem], WORDS.values()
