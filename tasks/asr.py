@@ -60,6 +60,7 @@ from tasks.documents import (
 )
 from tasks.kernel import stage
 from tasks.media import SAMPLE_RATE
+from tasks.memory import loaded, release
 from tasks.whisper_models import (
     AUTO,
     Audio,
@@ -72,8 +73,6 @@ from tasks.whisper_models import (
     fetch_command,
     is_multilingual,
     join_words,
-    loaded,
-    release,
     resolve_model,
 )
 from tasks.whisper_pass import ENGLISH_WORDS, PassRequest, english_check, english_share, name_words, whisper_pass

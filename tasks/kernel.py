@@ -46,6 +46,7 @@ from tasks.contract import (
     files_intact,
     stage_folder_name,
 )
+from tasks.memory import release
 
 Body = Callable[..., dict[str, Any]]
 # A cheap check run before any stage starts: raises PermanentError when the stage could not run
@@ -338,16 +339,19 @@ def _mark_failed(job: Job, name: str, log: logging.Logger, started: float, messa
 def _run_body(
     spec: StageSpec, ctx: StageContext, settings: StageSettings, inputs: dict[str, Any], cpu_slots: int
 ) -> dict[str, Any]:
-    if spec.gpu and ctx.device.accelerated:
-        from prefect.concurrency.sync import concurrency
+    if not spec.heavy:
+        return spec.body(ctx, settings, **inputs)
+    try:
+        if spec.gpu and ctx.device.accelerated:
+            from prefect.concurrency.sync import concurrency
 
-        ctx.log.info("waiting for a slot of the global concurrency limit %r", ctx.gpu_limit)
-        with concurrency(ctx.gpu_limit, occupy=1):
-            return spec.body(ctx, settings, **inputs)
-    if spec.heavy:
+            ctx.log.info("waiting for a slot of the global concurrency limit %r", ctx.gpu_limit)
+            with concurrency(ctx.gpu_limit, occupy=1):
+                return spec.body(ctx, settings, **inputs)
         with cpu_slot(cpu_slots, ctx):
             return spec.body(ctx, settings, **inputs)
-    return spec.body(ctx, settings, **inputs)
+    finally:
+        release()  # the stages share one process: the next starts from what this one leaves allocated
 
 
 _CPU_SLOTS: dict[int, threading.BoundedSemaphore] = {}

@@ -37,14 +37,13 @@ from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.documents import Glossary, GuardRecord, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
 from tasks.kernel import stage
+from tasks.memory import loaded, release
 from tasks.whisper_models import (
     Decoded,
     LoadedWhisper,
     cached_snapshot,
     fetch_command,
     is_multilingual,
-    loaded,
-    release,
 )
 from tasks.whisper_pass import PassRequest, english_check, whisper_pass
 

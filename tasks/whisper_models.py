@@ -23,13 +23,9 @@ decoded again on its own with faster-whisper's sequential decoder and its temper
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import math
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
@@ -312,37 +308,6 @@ def load_whisper(
 
 def is_multilingual(whisper: LoadedWhisper) -> bool:
     return whisper.multilingual
-
-
-def release() -> None:
-    """Free model memory once the caller dropped its references: collect, empty the CUDA cache, and
-    hand freed heap back to the OS (glibc keeps it otherwise, so RSS would not come down)."""
-    gc.collect()
-    if "torch" in sys.modules:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
-
-
-@contextmanager
-def loaded(factory: Callable[[], Any]) -> Iterator[list[Any]]:
-    """Hold a model for a block and release it afterwards, even when the block fails.
-
-    The model is yielded inside a list so the caller holds no reference of its own that
-    would outlive the block.
-    """
-    holder = [factory()]
-    try:
-        yield holder
-    finally:
-        holder.clear()
-        release()
 
 
 # Speech windows ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from hardware.policy import StageDevice
 from settings.stages import WhisperDecoding
 from tasks.asr_guards import GuardSettings, Record, apply_guards, record, repeated_across
 from tasks.devanagari import latin_share
+from tasks.memory import loaded
 from tasks.whisper_models import (
     NAMES_INTRO,
     Audio,
@@ -33,7 +34,6 @@ from tasks.whisper_models import (
     cut_where_labels_change,
     held_seconds,
     load_whisper,
-    loaded,
     model_prompt,
     resolve_model,
     speech_audio,

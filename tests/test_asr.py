@@ -40,13 +40,13 @@ from tasks.asr_guards import (
 from tasks.contract import PermanentError, StageResult, stage_folder_name
 from tasks.documents import Transcript
 from tasks.kernel import RunEnv, execute
+from tasks.memory import release
 from tasks.whisper_models import (
     Audio,
     Decoded,
     build_prompt,
     cut_at_regions,
     needs_fallback,
-    release,
     resolve_model,
     speech_chunks,
     uncovered_speech,
