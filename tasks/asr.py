@@ -60,7 +60,7 @@ from tasks.documents import (
 )
 from tasks.kernel import stage
 from tasks.media import SAMPLE_RATE
-from tasks.memory import loaded, release
+from tasks.memory import loaded
 from tasks.whisper_models import (
     AUTO,
     Audio,
@@ -562,7 +562,6 @@ def asr(
     ctx.progress(0.95, "word times")
     pieces = on_speech_edges([piece for seg in kept for piece in split_at_speakers(fit_words(seg), turns)], speech)
     segments = [segment_record(i, seg, turns, out.language) for i, seg in enumerate(pieces)]
-    release()
 
     ctx.write(
         Transcript(

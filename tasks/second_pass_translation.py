@@ -37,7 +37,7 @@ from tasks.contract import PermanentError, StageContext, StageResult
 from tasks.documents import Glossary, GuardRecord, MediaInfo, SpeechRegions, Transcript, TranslatedSegment, Translation
 from tasks.glossary import spelling_targets
 from tasks.kernel import stage
-from tasks.memory import loaded, release
+from tasks.memory import loaded
 from tasks.whisper_models import (
     Decoded,
     LoadedWhisper,
@@ -560,7 +560,6 @@ def second_pass_translation(
         extra |= found
     if not passthrough and settings.backend != "none":
         segments = in_time_order(segments + passthrough_segments(as_said))
-    release()
     ctx.write(
         Translation(
             backend=settings.backend,

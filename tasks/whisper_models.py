@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import groupby
@@ -238,7 +239,7 @@ def cpu_threads() -> int:
 # on previous text, timestamps and word timestamps on (word times come from Whisper when no aligner is cached).
 # The model itself loads with faster-whisper's WhisperModel, which is what WhisperX wraps: importing
 # `whisperx.asr` pulls in pyannote, Lightning and transformers for its own VAD, which the pipeline never uses
-# (speech regions come from the silero_vad stage), and cost 6-12 s and about 300 MB a pass.
+# (speech regions come from the silero_vad stage), and cost 4-6 s and about 400 MB a pass on the bench films.
 DECODE_DEFAULTS: dict[str, Any] = {
     "beam_size": 5,
     "best_of": 5,
@@ -695,8 +696,13 @@ def word_spans(decoded: list[Decoded]) -> list[tuple[float, float]]:
     return merged
 
 
+def spans_over(start: float, end: float, spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The merged spans (`word_spans`: in order, apart) that overlap [start, end], found by bisection."""
+    return spans[bisect_right(spans, start, key=lambda s: s[1]) : bisect_left(spans, end, key=lambda s: s[0])]
+
+
 def held_seconds(start: float, end: float, spans: list[tuple[float, float]]) -> float:
-    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+    return sum(min(end, b) - max(start, a) for a, b in spans_over(start, end, spans))
 
 
 def covered_seconds(speech: list[dict[str, float]], decoded: list[Decoded]) -> list[float]:
@@ -731,7 +737,7 @@ def uncovered_speech(
         if not stretches:
             continue
         at = start
-        for a, b in [*[(a, b) for a, b in spans if b > start and a < end], (end, end)]:
+        for a, b in [*spans_over(start, end, spans), (end, end)]:
             if a - at >= MIN_BARE_S:
                 out.append({"start": round(at, 3), "end": round(min(a, end), 3)})
             at = max(at, b)
