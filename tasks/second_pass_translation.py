@@ -520,7 +520,12 @@ def nmt_translate(
 # The stage -----------------------------------------------------------------------------
 
 
-@stage("second_pass_translation", version="6", gpu=True)
+def english_already(ctx: StageContext, inputs: dict[str, Any]) -> bool:
+    """An English transcript only passes through: it need not wait for a CPU slot or the GPU limit."""
+    return is_english(ctx.read(inputs["asr"], Transcript).language)
+
+
+@stage("second_pass_translation", version="6", gpu=True, light_when=english_already)
 def second_pass_translation(
     ctx: StageContext,
     settings: TranslationSettings,

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from tasks.spectra import mel_power, stft_magnitude
+
 MEL_STEP_S = 0.01  # Resemblyzer's mel frames are 10 ms apart
 AUTO_MAX_SPEAKERS = 10  # upper bound of the automatic count unless max_speakers says otherwise
 MAX_CLUSTER_ITEMS = 3000  # windows used to build the clusters (the rest are only assigned)
@@ -72,6 +74,16 @@ def read_region(wav: sf.SoundFile, start: float, end: float) -> np.ndarray:
     return data.mean(axis=1)
 
 
+def mel_frames(samples: np.ndarray) -> np.ndarray:
+    """(frames, 40) mel power every 10 ms, what Resemblyzer's `wav_to_mel_spectrogram` gives, without
+    importing librosa for it (tasks/spectra.py)."""
+    from resemblyzer.hparams import mel_n_channels, mel_window_length, mel_window_step, sampling_rate
+
+    n_fft, hop = sampling_rate * mel_window_length // 1000, sampling_rate * mel_window_step // 1000
+    power = stft_magnitude(samples, n_fft, hop) ** 2
+    return mel_power(power, sampling_rate, mel_n_channels).astype(np.float32).T
+
+
 def window_starts(n_frames: int, window: int, hop: int) -> list[int]:
     """Mel-frame offsets of the windows over a region; the last window ends at the region's end."""
     if n_frames <= window:
@@ -87,12 +99,12 @@ def embed_windows(
     wav_path: Path,
     regions: list[dict[str, float]],
     params: EmbeddedParams,
-    batch_size: int = 64,
+    batch_size: int = 256,
     progress: Callable[[float, str], None] | None = None,
 ) -> Windows:
     """One embedding per window of `window_s` every `hop_s` inside each speech region."""
     import torch
-    from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
+    from resemblyzer.audio import normalize_volume
     from resemblyzer.hparams import audio_norm_target_dBFS, sampling_rate
 
     window, hop = round(params.window_s / MEL_STEP_S), max(1, round(params.hop_s / MEL_STEP_S))
@@ -113,7 +125,7 @@ def embed_windows(
             audio = read_region(wav, region["start"], region["end"])
             if audio.size < sampling_rate * MEL_STEP_S * 10 or not np.any(np.abs(audio) > 1e-4):
                 continue  # under 0.1 s or silent: no usable voice; resegmentation labels it from its neighbours
-            mel = wav_to_mel_spectrogram(normalize_volume(audio, audio_norm_target_dBFS, increase_only=True))
+            mel = mel_frames(normalize_volume(audio, audio_norm_target_dBFS, increase_only=True))
             for offset in window_starts(len(mel), window, hop):
                 piece = mel[offset : offset + window]
                 starts.append(region["start"] + offset * MEL_STEP_S)
@@ -162,7 +174,6 @@ def cluster_speakers(embeddings: np.ndarray, params: EmbeddedParams) -> tuple[np
     one speaker. min/max speakers bound the counts.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
-    from sklearn.metrics import silhouette_score
 
     items = normalise(embeddings.astype(np.float64))
     if len(items) > MAX_CLUSTER_ITEMS:  # evenly spread subsample: the tree is O(n^2) in memory
@@ -172,6 +183,7 @@ def cluster_speakers(embeddings: np.ndarray, params: EmbeddedParams) -> tuple[np
     partitions: dict[int, tuple[float, np.ndarray]] = {}  # speakers -> (silhouette, centroids)
     if len(items) >= 2 * min_size and high >= 2:
         tree = linkage(items, method="average", metric="cosine")
+        distances = cosine_distances(items)
         for cut in range(2, min(len(items) - 1, 3 * high + 10) + 1):
             labels = fcluster(tree, t=cut, criterion="maxclust")
             sizes = np.bincount(labels)
@@ -185,7 +197,7 @@ def cluster_speakers(embeddings: np.ndarray, params: EmbeddedParams) -> tuple[np
             assigned[np.isin(labels, major)] = np.searchsorted(major, labels[np.isin(labels, major)])
             if len(set(assigned)) < 2:
                 continue
-            score = float(silhouette_score(items, assigned, metric="cosine"))
+            score = silhouette(distances, assigned)
             if score > partitions.get(len(major), (-1.0, None))[0]:
                 partitions[len(major)] = (score, centroids)
     scores = {k: round(v[0], 3) for k, v in sorted(partitions.items())}
@@ -217,6 +229,32 @@ def cluster_speakers(embeddings: np.ndarray, params: EmbeddedParams) -> tuple[np
         "scores": scores,
         "reason": reason + ": one speaker",
     }
+
+
+def cosine_distances(items: np.ndarray) -> np.ndarray:
+    """Pairwise cosine distances of unit vectors, as sklearn's `pairwise_distances(metric="cosine")` gives them."""
+    distances = 1.0 - items @ items.T
+    np.clip(distances, 0.0, 2.0, out=distances)
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of a labelling over precomputed distances (sklearn's `silhouette_score`; a
+    one-window cluster scores 0). The distances are computed once for every cut of the tree; importing
+    sklearn for this cost a second of each run."""
+    classes, index = np.unique(labels, return_inverse=True)
+    members = np.eye(len(classes))[index]
+    sums = distances @ members  # each window's summed distance to each cluster
+    sizes = members.sum(axis=0)
+    rows = np.arange(len(index))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        within = sums[rows, index] / (sizes[index] - 1)
+        between = sums / sizes
+        between[rows, index] = np.inf
+        nearest = between.min(axis=1)
+        scores = (nearest - within) / np.maximum(within, nearest)
+    return float(np.nan_to_num(scores).mean())
 
 
 def refine_centroids(items: np.ndarray, centroids: np.ndarray, rounds: int = 3) -> np.ndarray:
@@ -303,7 +341,7 @@ def diarize_embedded(
     regions: list[dict[str, float]],
     device: str,
     params: EmbeddedParams,
-    batch_size: int = 64,
+    batch_size: int = 256,
     log: Any = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> tuple[list[tuple[float, float, int]], dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -863,3 +864,33 @@ def test_a_window_gets_a_token_budget_that_stops_a_loop_early():
     assert with_token_budget({}, 20.0, english, limit) == {"max_new_tokens": 216}  # a 20 s English window
     assert with_token_budget({}, 20.0, hindi, limit) == {}  # Devanagari: Whisper's own limit after the prompt
     assert with_token_budget({"max_new_tokens": 40}, 3.0, hindi, limit) == {"max_new_tokens": 40}
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_punkt_is_found_where_nltk_finds_it_without_importing_nltk(tmp_path: Path, packed: bool) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    data = tmp_path / "data"
+    english = data / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True)
+    (english / "collocations.tab").touch()
+    if packed:
+        with zipfile.ZipFile(data / "tokenizers" / "punkt_tab.zip", "w") as bundle:
+            bundle.write(english / "collocations.tab", "punkt_tab/english/collocations.tab")
+        import shutil
+
+        shutil.rmtree(data / "tokenizers" / "punkt_tab")
+    check = (
+        "import sys; from tasks.asr import punkt_installed; "
+        "found = [punkt_installed(l) for l in ('english', 'german')]; imported = 'nltk' in sys.modules; "
+        "import nltk\n"
+        "def nltk_finds(l):\n"
+        "    try: nltk.data.find(f'tokenizers/punkt_tab/{l}/'); return True\n"
+        "    except LookupError: return False\n"
+        "print(found, imported, [nltk_finds(l) for l in ('english', 'german')])"
+    )
+    env = {**os.environ, "NLTK_DATA": str(data), "HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split("\n")[0] == "[True, False] False [True, False]", out.stdout + out.stderr

@@ -22,7 +22,15 @@ from tasks.diarization import (
     local_pipeline_config,
     rttm_text,
 )
-from tasks.speaker_embedding import EmbeddedParams, cluster_speakers, frame_scores, normalise, viterbi
+from tasks.speaker_embedding import (
+    EmbeddedParams,
+    cluster_speakers,
+    cosine_distances,
+    frame_scores,
+    normalise,
+    silhouette,
+    viterbi,
+)
 from tests.media import dialogue, make_film
 from tests.support import make_job, run_stage
 
@@ -165,6 +173,18 @@ def test_cluster_count_follows_the_data_and_the_bounds():
     one = normalise(centres[0] + 0.05 * rng.standard_normal((120, 256)))
     assert cluster_speakers(one, EmbeddedParams())[1]["count"] == 1
     assert cluster_speakers(one, EmbeddedParams(min_speakers=2))[1]["count"] == 2
+
+
+def test_silhouette_equals_sklearns():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(1)
+    centres = normalise(rng.standard_normal((4, 64)))
+    items = normalise(centres[rng.integers(0, 4, 200)] + 0.3 * rng.standard_normal((200, 64)))
+    distances = cosine_distances(items)
+    for labels in (rng.integers(0, 4, 200), np.r_[np.zeros(199, int), 1], np.repeat([0, 1, 2, 3], 50)):
+        expected = silhouette_score(items, labels, metric="cosine")
+        assert silhouette(distances, labels) == pytest.approx(expected, abs=1e-9)
 
 
 # Backend choice ------------------------------------------------------------------------

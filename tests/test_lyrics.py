@@ -185,3 +185,19 @@ def test_features_do_not_depend_on_the_window_size(tmp_path: Path) -> None:
     difference = float(np.abs(small.pulse - whole.pulse).max())
     print(f"largest pulse difference between 15 s windows and one pass: {difference:.4f}")
     assert small.pulse.shape == whole.pulse.shape and difference < 0.02
+
+
+def test_hpss_equals_librosa(tmp_path: Path) -> None:
+    """The faster median filters give librosa's separation, edges included (speech and a song)."""
+    import librosa
+
+    from tasks.music_features import FRAME_HOP, HPSS_KERNEL, N_FFT, hpss
+
+    speech, _ = dialogue(BEFORE[:1], gaps=0.5)
+    audio = np.concatenate([speech, music(6.0)]).astype(np.float32)
+    spec = np.abs(librosa.stft(audio, n_fft=N_FFT, hop_length=FRAME_HOP))
+    ours = hpss(spec, HPSS_KERNEL)
+    theirs = librosa.decompose.hpss(spec, kernel_size=(HPSS_KERNEL, HPSS_KERNEL))
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine.shape == reference.shape
+        np.testing.assert_allclose(mine, reference, rtol=1e-5, atol=1e-7)

@@ -194,3 +194,17 @@ def test_spelling_targets_map_a_variant_to_the_part_it_spells() -> None:
     assert pairs["Simren Singh"] == "Simran Singh" and pairs["Simran Singh"] == "Simran Singh"
     term = {"canonical": "sister-in-law", "kind": "term", "variants": ["bhabhi"]}
     assert spelling_targets(term) == [("sister-in-law", "sister-in-law"), ("bhabhi", "sister-in-law")]
+
+
+def test_the_lexicon_read_from_files_equals_the_loaded_pipelines() -> None:
+    """pre_ner reads spaCy's lemmatiser tables and stop words from their files (no spaCy import)."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    from tasks.glossary import _Lexicon, english_nlp, lexicon_sources
+
+    tables, stop_words = lexicon_sources()
+    lookups = english_nlp().get_pipe("lemmatizer").lookups
+    loaded = {name: dict(lookups.get_table(name).items()) for name in ("lemma_index", "lemma_exc", "lemma_rules")}
+    ours, theirs = _Lexicon(tables, stop_words), _Lexicon(loaded, set(STOP_WORDS))
+    assert len(ours.lemmas) > 50_000 and ours.lemmas == theirs.lemmas
+    assert ours.irregular == theirs.irregular and ours.rules == theirs.rules and ours.stop_words == theirs.stop_words

@@ -104,6 +104,30 @@ def test_english_transcript_passes_through(spoken):
     assert out["segments"][0]["words"] == transcript["segments"][0]["words"]
 
 
+def test_english_passthrough_does_not_wait_for_a_cpu_slot(spoken):
+    """Passing an English transcript through is no work: it does not queue behind a heavy stage."""
+    import logging
+    import threading
+
+    from tasks.kernel import cpu_slot
+
+    job, upstream, _ = spoken
+
+    class Busy:
+        log = logging.getLogger("test")
+
+        def progress(self, fraction: float, message: str) -> None:
+            pass
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (run_translation(job, upstream, TranslationSettings()), done.set()))
+    with cpu_slot(1, Busy()):  # type: ignore[arg-type]  # a heavy stage holds the machine's one slot
+        worker.start()
+        finished = done.wait(60)
+    worker.join()
+    assert finished and translation(job)["passthrough"] is True
+
+
 def test_backend_none_writes_no_english(spoken):
     job, upstream, transcript = spoken
     run_translation(job, as_hindi(job, upstream, transcript), TranslationSettings(backend="none"))
