@@ -665,13 +665,13 @@ MAX_WORD_S = 1.2  # a word Whisper times longer than this spans speech its text 
 MIN_BARE_S = 1.0  # speech this long under no word, inside a region that has words, is decoded again too
 
 
-def word_spans(decoded: list[Decoded]) -> list[tuple[float, float]]:
+def word_spans(decoded: list[Decoded], stretched: bool = True) -> list[tuple[float, float]]:
     """The time decoded words hold, merged and in order.
 
     When Whisper leaves speech out of a window's text, its word times stretch a word over what it left
     out ("in" from 896.4 to 911.5 s over three lost lines of the 30-minute bench film, "told" over the
     line before it). Such a word holds only MAX_WORD_S at each end (which end is the word itself is
-    not known). A segment without word times holds its whole span.
+    not known), or nothing without `stretched`. A segment without word times holds its whole span.
     """
     raw: list[tuple[float, float]] = []
     for seg in decoded:
@@ -685,7 +685,7 @@ def word_spans(decoded: list[Decoded]) -> list[tuple[float, float]]:
             start, end = float(w["start"]), float(w["end"])
             if end - start <= MAX_WORD_S:
                 raw.append((start, end))
-            else:
+            elif stretched:
                 raw += [(start, start + MAX_WORD_S), (end - MAX_WORD_S, end)]
     merged: list[tuple[float, float]] = []
     for start, end in sorted(raw):

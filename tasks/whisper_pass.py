@@ -10,9 +10,11 @@ translate pass insists on a multilingual model).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +38,7 @@ from tasks.whisper_models import (
     load_whisper,
     model_prompt,
     resolve_model,
+    spans_over,
     speech_audio,
     speech_chunks,
     uncovered_speech,
@@ -196,18 +199,55 @@ def confident(decoded: list[Decoded], cfg: GuardSettings, log: logging.Logger) -
     return kept, records
 
 
+REPEAT_NEAR_S = 2.0  # a retried word this close to a kept word of the same text says it again
+MIN_FRESH_WORDS = 2  # a shorter run left between repeated words is an echo of them, not a lost line
+
+
+def _plain(word: dict[str, Any]) -> str:
+    return re.sub(r"[^\w']+", "", str(word["word"]).lower())
+
+
+def repeated_words(seg: Decoded, spans: list[tuple[float, float]], said: list[tuple[float, str]]) -> list[bool]:
+    """For each word of a retried segment, whether a kept word already says it: one timed where it is
+    (`spans`, stretched words left out) or one of the same text close by (`said`: midpoint, text)."""
+    out = []
+    for w in seg.words:
+        mid = (float(w["start"]) + float(w["end"])) / 2
+        held = any(a <= mid <= b for a, b in spans_over(mid, mid, spans))
+        text = _plain(w)
+        out.append(held or any(abs(m - mid) <= REPEAT_NEAR_S and t == text for m, t in said))
+    return out
+
+
 def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded], list[Record]]:
-    """The retried segments that say something the kept ones do not: a bare region can be long and hold a
-    kept line too, which its retry says again (the same line twice in the subtitles). What the kept words
-    hold is by their times (`word_spans`), so a kept segment stretched over speech it left out does not
-    stand for that speech."""
-    spans = word_spans(kept)
+    """The retried segments that say something the kept ones do not, or the parts of them that do.
+
+    A retried segment that kept words hold more than half of (by their times, `word_spans`, so a kept
+    segment stretched over speech it left out does not stand for that speech) repeats a kept line. But
+    a retry window spans whatever kept speech lies between its regions, so such a segment can hold a
+    lost line too ("Arjun, tell Zoya the truth before it is too late. I told Zoya that we would meet at
+    the old temple.", where only the second was kept): its runs of at least MIN_FRESH_WORDS words that
+    repeat no kept word (`repeated_words`) are kept.
+    """
+    spans, plain = word_spans(kept), word_spans(kept, stretched=False)
+    said = [((float(w["start"]) + float(w["end"])) / 2, _plain(w)) for s in kept for w in s.words]
     out, records = [], []
     for seg in found:
-        if held_seconds(seg.start, seg.end, spans) > 0.5 * max(seg.end - seg.start, 1e-3):
-            records.append(record(seg, "retry repeats a kept segment", "dropped"))
-        else:
+        if held_seconds(seg.start, seg.end, spans) <= 0.5 * max(seg.end - seg.start, 1e-3):
             out.append(seg)
+            continue
+        fresh: list[Decoded] = []
+        if seg.words:
+            repeats = repeated_words(seg, plain, said)
+            pieces = cut_where_labels_change(seg, repeats)
+            runs = [label for label, _ in groupby(repeats)]
+            fresh = [p for p, again in zip(pieces, runs, strict=True) if not again and len(p.words) >= MIN_FRESH_WORDS]
+        if not fresh:
+            records.append(record(seg, "retry repeats a kept segment", "dropped"))
+            continue
+        out += fresh
+        kept_text = " / ".join(piece.text for piece in fresh)
+        records.append(record(seg, f"retry repeats a kept segment in part: kept {kept_text!r}", "changed"))
     return out, records
 
 

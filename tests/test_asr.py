@@ -843,6 +843,29 @@ def test_a_retry_that_says_a_kept_line_again_is_dropped():
     assert [(r["start"], r["reason"]) for r in records] == [(18.7, "retry repeats a kept segment")]
 
 
+def test_a_retry_that_holds_a_lost_line_and_a_kept_one_keeps_the_lost_line():
+    """The 30-minute bench film: Whisper stretched "told" over the line before it; the retry window held
+    both lines, and the whole retried segment was dropped as a repeat (a line lost)."""
+    from dataclasses import replace
+
+    from tasks.whisper_pass import new_speech
+
+    kept = seg("I told lawyer that we would meet at the old temple.", 768.96, 773.5)
+    words = [{"word": " I", "start": 768.96, "end": 768.96}, {"word": " told", "start": 768.96, "end": 771.2}]
+    rest = seg("lawyer that we would meet at the old temple.", 771.2, 773.5).words
+    kept = replace(kept, words=words + rest)
+    lost = "Arjun, tell Zoya the truth before it is too late."
+    again = seg(f"{lost} I told Zoya that we would meet at the old temple.", 767.06, 773.7)
+    again = replace(
+        again,
+        words=seg(lost, 767.06, 770.6).words
+        + seg("I told Zoya that we would meet at the old temple.", 770.7, 773.7).words,
+    )
+    found, records = new_speech([again], [kept])
+    assert [s.text for s in found] == [lost]
+    assert [r["action"] for r in records] == ["changed"] and lost in records[0]["reason"]
+
+
 def test_the_prompts_own_sentences_said_again_are_dropped():
     from tasks.asr_guards import guard_prompt_echo
 
