@@ -35,6 +35,7 @@ from tasks.whisper_models import (
     cut_at_regions,
     cut_where_labels_change,
     held_seconds,
+    join_words,
     load_whisper,
     model_prompt,
     resolve_model,
@@ -253,7 +254,9 @@ def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded]
 
 def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
     """The kept segments cut around the retried ones that lie inside them, so no two segments overlap: a
-    word stretched over a retried segment ends where it starts (or starts where it ends)."""
+    word stretched over a retried segment ends where it starts (or starts where it ends), and a kept word
+    timed wholly inside a retried segment goes (the retry says that stretch again: a zero-length "I"
+    Whisper put before the stretched "told" of the line after it)."""
     if not retried:
         return kept
     out: list[Decoded] = []
@@ -265,6 +268,8 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
         words, labels = [], []
         for w in seg.words:
             start, end = float(w["start"]), float(w["end"])
+            if any(r.start <= start and end <= r.end for r in inside):
+                continue
             for r in inside:
                 if start < r.start < end:
                     end = max(start, r.start)
@@ -272,7 +277,10 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
                     start = min(max(start, r.end), end)
             words.append(w | {"start": round(start, 3), "end": round(end, 3)})
             labels.append(sum(r.start < (start + end) / 2 for r in inside))  # how many retried segments before it
-        out += cut_where_labels_change(replace(seg, words=words), labels)
+        if len(words) < len(seg.words) and words:  # text and times from the words left
+            seg = replace(seg, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
+        if words:
+            out += cut_where_labels_change(replace(seg, words=words), labels)
     return out
 
 

@@ -848,7 +848,7 @@ def test_a_retry_that_holds_a_lost_line_and_a_kept_one_keeps_the_lost_line():
     both lines, and the whole retried segment was dropped as a repeat (a line lost)."""
     from dataclasses import replace
 
-    from tasks.whisper_pass import new_speech
+    from tasks.whisper_pass import making_room, new_speech
 
     kept = seg("I told lawyer that we would meet at the old temple.", 768.96, 773.5)
     words = [{"word": " I", "start": 768.96, "end": 768.96}, {"word": " told", "start": 768.96, "end": 771.2}]
@@ -864,6 +864,8 @@ def test_a_retry_that_holds_a_lost_line_and_a_kept_one_keeps_the_lost_line():
     found, records = new_speech([again], [kept])
     assert [s.text for s in found] == [lost]
     assert [r["action"] for r in records] == ["changed"] and lost in records[0]["reason"]
+    (after,) = making_room([kept], found)  # the zero-length "I" inside the recovered line goes
+    assert after.text == "told lawyer that we would meet at the old temple." and after.start >= found[0].end
 
 
 def test_the_prompts_own_sentences_said_again_are_dropped():
