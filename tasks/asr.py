@@ -300,8 +300,7 @@ def nltk_data_path() -> list[str]:
     """Where NLTK looks for its data: `nltk.data.path`, built here as NLTK builds it (the NLTK_DATA
     variable, ~/nltk_data, then the prefix's and the system's folders) so that checking costs no
     import of NLTK, which took 1.4 s of each run (scipy.stats, sklearn)."""
-    loaded = sys.modules.get("nltk.data")
-    if loaded is not None or os.name == "nt":
+    if "nltk.data" in sys.modules or os.name == "nt":
         import nltk.data
 
         return list(nltk.data.path)

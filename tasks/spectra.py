@@ -10,6 +10,8 @@ mel scale and norm, chroma with the tuning estimated from the spectrum.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -43,8 +45,10 @@ def mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return hz
 
 
+@functools.lru_cache(maxsize=8)
 def mel_filters(rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Triangular mel filters with Slaney's area norm, 0 Hz to Nyquist (`librosa.filters.mel`)."""
+    """Triangular mel filters with Slaney's area norm, 0 Hz to Nyquist (`librosa.filters.mel`); built once
+    per shape (the speaker encoder asks for them for every speech region), and read-only."""
     bins = np.fft.rfftfreq(n_fft, 1.0 / rate)
     edges = mel_to_hz(np.linspace(hz_to_mel(np.array([0.0]))[0], hz_to_mel(np.array([rate / 2.0]))[0], n_mels + 2))
     widths = np.diff(edges)
@@ -52,6 +56,7 @@ def mel_filters(rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     weights = np.maximum(0.0, np.minimum(-ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]))
     weights = weights.astype(np.float32)  # rounded where librosa rounds, before the norm
     weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    weights.setflags(write=False)
     return weights
 
 

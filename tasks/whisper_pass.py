@@ -277,10 +277,11 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
                     start = min(max(start, r.end), end)
             words.append(w | {"start": round(start, 3), "end": round(end, 3)})
             labels.append(sum(r.start < (start + end) / 2 for r in inside))  # how many retried segments before it
-        if len(words) < len(seg.words) and words:  # text and times from the words left
+        if not words:
+            continue
+        if len(words) < len(seg.words):  # text and times from the words left
             seg = replace(seg, text=join_words(words), start=words[0]["start"], end=words[-1]["end"])
-        if words:
-            out += cut_where_labels_change(replace(seg, words=words), labels)
+        out += cut_where_labels_change(replace(seg, words=words), labels)
     return out
 
 
