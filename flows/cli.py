@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from flows.temporary_server import TemporaryServer, serving, start_early
 from hardware.policy import DeviceError, resolve_device
 from hardware.profile import cached_profile
 from settings.jobs import Job, JobNotFound, find_job
@@ -216,22 +217,27 @@ def _run(argv: list[str]) -> int:
     job = checked_job(args.job_id, overrides)
     checked_room(job, stages, from_stage)
     device = checked_device(checked_settings(job.env_file, overrides))
-    return _run_flow(job, stages, from_stage, overrides, device, args.verbose)
+    server = start_early()  # boots on another core while the run imports its stages
+    return _run_flow(job, stages, from_stage, overrides, device, args.verbose, server)
 
 
 def checked_room(job: Job, stages: list[str] | None, from_stage: str | None) -> None:
     """A read-only or full output volume is refused before a server starts or a model loads."""
-    from flows.subtitle import PIPELINE
     from tasks.kernel import check_room, selected_stages
 
     try:
-        check_room(job, *selected_stages(PIPELINE, stages, from_stage))
+        if stages or from_stage:  # which stages run again depends on the graph, which the flow module holds
+            from flows.subtitle import PIPELINE
+
+            check_room(job, *selected_stages(PIPELINE, stages, from_stage))
+        else:  # a whole run: every stage, none forced (no Prefect import before the temporary server starts)
+            check_room(job, set(STAGE_ORDER), set())
     except OSError as exc:
         raise UsageError(str(exc.strerror)) from None
 
 
 def _run_flow(job: Job, stages: list[str] | None, from_stage: str | None, overrides: dict[str, Any], device: str,
-              verbose: bool) -> int:  # fmt: skip
+              verbose: bool, server: TemporaryServer | None = None) -> int:  # fmt: skip
     from flows.progress import followed
     from flows.subtitle import subtitle
     from tasks.kernel import JobBusy, PipelineError, job_running
@@ -240,7 +246,7 @@ def _run_flow(job: Job, stages: list[str] | None, from_stage: str | None, overri
         raise UsageError(f"job {job.job_id} is already running; wait for it to finish")
     print(f"job {job.job_id}: running on {device} (a Prefect server is started if none is configured)", file=sys.stderr)
     try:
-        with followed(list(STAGE_ORDER), verbose):
+        with serving(server), followed(list(STAGE_ORDER), verbose):
             results = subtitle(job_id=job.job_id, stages=stages, from_stage=from_stage, overrides=overrides or None)
     except JobBusy as exc:
         raise UsageError(str(exc)) from None

@@ -128,9 +128,7 @@ def demo_overrides(glossary: Path, sample: Sample = ENGLISH) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.prepare import prepare_job
-    from flows.subtitle import subtitle
-    from settings.model import load_settings
+    from flows.temporary_server import serving, start_early
 
     parser = argparse.ArgumentParser(
         prog="python -m flows.subtitle demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-film", type=Path, help="where to write the sample film (default out/demo/)")
     parser.add_argument("--verbose", action="store_true", help="Prefect's log lines as well as the progress board")
     args = parser.parse_args(argv)
+    server = start_early()  # boots while the sample film is made and the run imports its stages
+    from flows.prepare import prepare_job
+    from flows.subtitle import subtitle
+    from settings.model import load_settings
+
     sample = SAMPLES[args.lang]
     film = args.out_film or load_settings().out_root / "demo" / f"{sample.title} (2026).mkv"
     if not film.is_file():
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from flows.progress import followed
     from tasks.contract import STAGE_ORDER
 
-    with followed(list(STAGE_ORDER), args.verbose):
+    with serving(server), followed(list(STAGE_ORDER), args.verbose):
         results = subtitle(job_id=job.job_id)
     outputs = sorted(p for p in job.output_dir.iterdir() if not p.name.startswith("."))
     print(f"job {job.job_id} finished; outputs in {job.output_dir}:")

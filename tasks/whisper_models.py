@@ -37,6 +37,7 @@ import numpy as np
 from settings.caches import hf_home, hub_cache
 from tasks.contract import PermanentError
 from tasks.media import SAMPLE_RATE
+from tasks.memory import trim_heap
 
 PACKAGED = "packaged"
 PACKAGED_BASE = "packaged-base"
@@ -81,8 +82,8 @@ class Audio:
 
         with sf.SoundFile(str(self.path)) as wav:
             wav.seek(a)
-            data = wav.read(b - a, dtype="float32", always_2d=True)
-        return data.mean(axis=1).astype(np.float32)
+            data = wav.read(b - a, dtype="float32")
+        return data if data.ndim == 1 else data.mean(axis=1, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -538,6 +539,27 @@ def needs_fallback(
     return False
 
 
+def packed_windows(
+    audio: Audio, group: list[dict[str, float]]
+) -> tuple[np.ndarray, list[dict[str, float]], list[float]]:
+    """A batch's windows back to back in one array, their clips in it, and each clip's shift back to film time.
+
+    Only the windows are read, never the audio between them: the windows of a retry batch lie anywhere in
+    the film, and reading from the first to the last held up to the whole film's audio at once (115 MB for
+    30 minutes, on top of the decoder's own peak).
+    """
+    pieces = [audio.window(c["start"], c["end"]) for c in group]
+    clips: list[dict[str, float]] = []
+    offsets: list[float] = []
+    at = 0
+    for chunk, piece in zip(group, pieces, strict=True):
+        # faster-whisper cuts a clip at int(seconds * 16000): half a sample in, it lands on the sample meant.
+        clips.append({"start": (at + 0.5) / SAMPLE_RATE, "end": (at + piece.size + 0.5) / SAMPLE_RATE})
+        offsets.append((min(max(0, round(chunk["start"] * SAMPLE_RATE)), audio.frames) - at) / SAMPLE_RATE)
+        at += piece.size
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32), clips, offsets
+
+
 class WhisperDecoder:
     """Batched decoding of speech windows with the options the pass fixed at load time."""
 
@@ -589,18 +611,16 @@ class WhisperDecoder:
         out: list[Decoded] = []
         for first in range(0, len(chunks), batch_size):
             group = chunks[first : first + batch_size]
-            offset = group[0]["start"]  # only this batch's span of audio is read
-            span = audio.window(offset, group[-1]["end"])
-            clips = [{"start": c["start"] - offset, "end": c["end"] - offset} for c in group]
+            packed, clips, offsets = packed_windows(audio, group)
             longest = max(c["end"] - c["start"] for c in group)
             segments, _info = self.batched.transcribe(
-                span, clip_timestamps=clips, batch_size=batch_size, multilingual=False,
+                packed, clip_timestamps=clips, batch_size=batch_size, multilingual=False,
                 **self.budgeted(opts, longest),
             )  # fmt: skip
             by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
             for seg in segments:
                 index = _chunk_of(seg.seek / self.whisper.model.frames_per_second, clips)
-                by_chunk[index].append(_decoded(seg, first + index, offset))
+                by_chunk[index].append(_decoded(seg, first + index, offsets[index]))
             for index, decoded in by_chunk.items():
                 if self.failed(decoded):
                     again = self.decode_alone(audio, group[index], first + index, opts)
@@ -610,6 +630,8 @@ class WhisperDecoder:
                     if not self.failed(again) or mean_logprob(again) > mean_logprob(decoded):
                         decoded = again
                 out.extend(decoded)
+            del packed, segments
+            trim_heap()
             if on_batch is not None:
                 on_batch(min(first + batch_size, len(chunks)), len(chunks))
         return out

@@ -48,6 +48,7 @@ from tasks.whisper_models import (
     build_prompt,
     cut_at_regions,
     needs_fallback,
+    packed_windows,
     resolve_model,
     speech_chunks,
     uncovered_speech,
@@ -706,6 +707,30 @@ def test_audio_windows_from_a_wav_match_the_samples(tmp_path):
     sf.write(tmp_path / "c.wav", samples, 8000)
     with pytest.raises(PermanentError, match="16000 Hz"):
         Audio(tmp_path / "c.wav")
+
+
+def test_a_batch_reads_its_windows_and_not_the_audio_between_them():
+    """Retry windows lie anywhere in a film: reading from the first to the last held up to the whole film."""
+
+    class Counting(Audio):
+        read = 0
+
+        def window(self, start: float, end: float) -> np.ndarray:
+            piece = super().window(start, end)
+            Counting.read += piece.size
+            return piece
+
+    samples = (np.arange(16000 * 1800) % 9973).astype(np.float32)  # 30 minutes of a ramp
+    audio = Counting(samples=samples)
+    group = [{"start": 12.345, "end": 20.0}, {"start": 900.001, "end": 903.5}, {"start": 1790.2, "end": 1799.999}]
+    packed, clips, offsets = packed_windows(audio, group)
+    lengths = [round(c["end"] * 16000) - round(c["start"] * 16000) for c in group]
+    assert packed.size == Counting.read == sum(lengths)
+    for chunk, clip, offset in zip(group, clips, offsets, strict=True):
+        a, b = int(clip["start"] * 16000), int(clip["end"] * 16000)  # how faster-whisper cuts a clip
+        assert np.array_equal(packed[a:b], audio.window(chunk["start"], chunk["end"]))
+        assert abs(a / 16000 + offset - chunk["start"]) < 1e-9  # a time in the clip maps back to the film
+    assert packed_windows(audio, [])[0].size == 0
 
 
 def test_uncovered_speech_finds_regions_the_decoder_left_out():

@@ -152,6 +152,42 @@ def test_a_second_run_is_all_cached(demo_job: dict, prefect_server: str) -> None
     assert manifest["device_mode"] == "CPU"
 
 
+def test_with_no_server_configured_a_run_starts_its_own_early_on_a_new_prefect_home(
+    demo_job: dict, tmp_path: Path
+) -> None:
+    """A new machine (empty PREFECT_HOME, no API URL): the run starts the temporary server itself at the top
+    of the command, so Prefect never starts another; the run is recorded in that home's database and the
+    server is gone when the command returns."""
+    import sqlite3
+
+    import psutil
+
+    home = tmp_path / "new-prefect-home"
+    env = os.environ | {"OUT_ROOT": str(demo_job["dir"].parents[4]), "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    job_id = demo_job["dir"].name
+    done = subprocess.run([sys.executable, "-m", "flows.subtitle", job_id, "--verbose"], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert f"job {job_id} finished" in done.stdout
+    assert "Starting temporary server" not in output, output[-3000:]  # Prefect's own start did not happen
+    assert "View at" not in output  # no link to a UI the temporary server does not serve
+    with sqlite3.connect(home / "prefect.db") as db:
+        names = [row[0] for row in db.execute("SELECT name FROM flow_run")]
+    assert names == [f"subtitle-{job_id}"]
+
+    def serves_this_home(proc: psutil.Process) -> bool:
+        try:
+            return "prefect.server.api.server:create_app" in " ".join(proc.cmdline()) and proc.environ().get(
+                "PREFECT_HOME"
+            ) == str(home)
+        except psutil.Error:
+            return False
+
+    assert not [p.pid for p in psutil.process_iter() if serves_this_home(p)]
+
+
 def test_each_stage_read_only_what_the_flow_passed_it(demo_job: dict) -> None:
     """In the real run, each stage opened files of no stage it was not given, and was given what it declares."""
     manifest = json.loads((demo_job["dir"] / "manifest.json").read_text())

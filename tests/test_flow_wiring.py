@@ -27,6 +27,13 @@ def test_the_flow_submits_the_eleven_stages_in_order() -> None:
     assert [spec.name for spec in PIPELINE] == list(STAGE_ORDER)
 
 
+def test_a_whole_run_plans_every_stage_and_forces_none() -> None:
+    """The command line checks a whole run's room with this plan before it imports the flow."""
+    from tasks.kernel import selected_stages
+
+    assert selected_stages(PIPELINE, None, None) == (set(STAGE_ORDER), set())
+
+
 def test_each_stage_is_passed_exactly_what_its_body_declares() -> None:
     by_name = {spec.name: spec for spec in PIPELINE}
     for name, keywords in submitted_stages():
