@@ -255,8 +255,9 @@ def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded]
 def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
     """The kept segments cut around the retried ones that lie inside them, so no two segments overlap: a
     word stretched over a retried segment ends where it starts (or starts where it ends), and a kept word
-    timed wholly inside a retried segment goes (the retry says that stretch again: a zero-length "I"
-    Whisper put before the stretched "told" of the line after it)."""
+    timed wholly inside a retried segment, or inside two that meet, goes (the retry says that stretch again:
+    a zero-length "I" Whisper put before the stretched "told" of the line after it; an "a" across the
+    boundary of two retried segments, which had become a zero-length event of its own)."""
     if not retried:
         return kept
     out: list[Decoded] = []
@@ -275,6 +276,8 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
                     end = max(start, r.start)
                 elif start < r.end < end or r.start <= start < r.end:
                     start = min(max(start, r.end), end)
+            if end <= start and float(w["start"]) < float(w["end"]):  # retried segments that meet cover it all
+                continue
             words.append(w | {"start": round(start, 3), "end": round(end, 3)})
             labels.append(sum(r.start < (start + end) / 2 for r in inside))  # how many retried segments before it
         if not words:

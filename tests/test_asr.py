@@ -775,6 +775,23 @@ def test_a_kept_segment_makes_room_for_what_was_decoded_again_inside_it():
     assert making_room([stretched()], []) == [stretched()]
 
 
+def test_a_kept_word_across_two_retried_segments_that_meet_goes():
+    """The 30-minute bench film at 1502.9 s: the kept "a" (1502.856-1502.956) straddled two retried segments
+    that meet; cut back from both sides it became a zero-length "a" and a subtitle event of its own."""
+    from tasks.whisper_pass import making_room
+
+    kept = seg("The doctor said that Tara needs to rest for a week.", 1500.216, 1503.22)
+    times = [(1500.216, 1500.5), (1500.5, 1500.8), (1500.8, 1501.1), (1501.1, 1501.4), (1501.4, 1501.7),
+             (1501.7, 1502.2), (1502.2, 1502.316), (1502.316, 1502.616), (1502.616, 1502.856),
+             (1502.856, 1502.956), (1502.956, 1503.266)]  # fmt: skip
+    kept = replace(kept, words=[w | {"start": a, "end": b} for w, (a, b) in zip(kept.words, times, strict=True)])
+    retried = [
+        seg("Your grandmother made the sweets. The doctor said that Tara needs to rest for", 1497.294, 1502.894),
+        seg("a week. The teacher wants to see your father tomorrow.", 1502.894, 1508.834),
+    ]
+    assert making_room([kept], retried) == []  # every word is said again by the retries
+
+
 def test_needs_fallback_follows_whisper():
     assert needs_fallback([replace(seg("x"), compression_ratio=3.0)], -1.0, 0.6, 2.4)
     assert needs_fallback([seg("x", logprob=-1.5)], -1.0, 0.6, 2.4)
