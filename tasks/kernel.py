@@ -46,7 +46,7 @@ from tasks.contract import (
     files_intact,
     stage_folder_name,
 )
-from tasks.memory import limit_heap_arenas, release
+from tasks.memory import release
 
 Body = Callable[..., dict[str, Any]]
 # A cheap check run before any stage starts: raises PermanentError when the stage could not run
@@ -906,7 +906,6 @@ def open_run(
         check_room(job, planned, forced)
     except OutputVolumeError as exc:
         raise PipelineError(str(exc.strerror)) from exc
-    limit_heap_arenas()  # before the stage threads start
     with job_lock(job), private_tmp(job):
         log = stage_logger(job, "orchestrator")
         _ORCHESTRATOR_LOGS[job.job_id] = log

@@ -37,26 +37,6 @@ def trim_heap() -> None:
             pass
 
 
-HEAP_ARENAS = 2  # glibc's malloc arenas; its default is 8 per core, one per thread that allocates at once
-_M_ARENA_MAX = -8  # mallopt's parameter number for the arena limit (malloc.h)
-
-
-def limit_heap_arenas(arenas: int = HEAP_ARENAS) -> bool:
-    """Cap the malloc arenas that threads created from now on may open; True when the cap took.
-
-    Each stage runs in a thread of its own and the decoders start threads of their own; with glibc's
-    default, each of them may open an arena and keep its freed memory, which raised the ASR stage's floor
-    by 40 to 90 MB from run to run (the same film, traced at 20 Hz). With two arenas the 10-minute bench
-    film's peak came down about 50 MB and stopped moving between runs, at the same speed.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
-
-
 @contextmanager
 def loaded(factory: Callable[[], Any]) -> Iterator[list[Any]]:
     """Hold a model for a block and release it afterwards, even when the block fails.
