@@ -72,10 +72,14 @@ class Audio:
     def duration(self) -> float:
         return self.frames / SAMPLE_RATE
 
+    def sample_at(self, seconds: float) -> int:
+        """The index of the sample at `seconds`, within the audio."""
+        return min(max(0, int(round(seconds * SAMPLE_RATE))), self.frames)
+
     def window(self, start: float, end: float) -> np.ndarray:
         """Samples from start to end (seconds), float32 mono."""
-        a = min(max(0, int(round(start * SAMPLE_RATE))), self.frames)
-        b = min(max(a, int(round(end * SAMPLE_RATE))), self.frames)
+        a = self.sample_at(start)
+        b = max(a, self.sample_at(end))
         if self.samples is not None:
             return np.asarray(self.samples[a:b], dtype=np.float32)
         import soundfile as sf
@@ -555,7 +559,7 @@ def packed_windows(
     for chunk, piece in zip(group, pieces, strict=True):
         # faster-whisper cuts a clip at int(seconds * 16000): half a sample in, it lands on the sample meant.
         clips.append({"start": (at + 0.5) / SAMPLE_RATE, "end": (at + piece.size + 0.5) / SAMPLE_RATE})
-        offsets.append((min(max(0, round(chunk["start"] * SAMPLE_RATE)), audio.frames) - at) / SAMPLE_RATE)
+        offsets.append((audio.sample_at(chunk["start"]) - at) / SAMPLE_RATE)
         at += piece.size
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32), clips, offsets
 
