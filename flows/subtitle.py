@@ -4,11 +4,9 @@ python -m flows.subtitle JOB_ID            (the command line is flows.cli)
 """
 
 if __name__ == "__main__":  # before the imports below: `prepare` and `status` must not pay for Prefect
-    import sys
+    from flows.cli import run_command
 
-    from flows.cli import main
-
-    sys.exit(main())
+    run_command()
 
 from pathlib import Path
 from typing import Any

@@ -17,8 +17,9 @@ Decoding runs on the speech regions of the `silero_vad` stage, never on a VAD of
 and `WhisperDecoder` decodes the windows in batches with faster-whisper's
 `BatchedInferencePipeline` (`clip_timestamps`), with WhisperX's decode options and the pass's
 prompt and hotwords (`DECODE_DEFAULTS`, `load_whisper`). The batched decoder has no temperature fallback,
-so a window whose text fails Whisper's own checks (compression ratio, mean log-probability) is
-decoded again on its own with faster-whisper's sequential decoder and its temperature fallback.
+so the windows whose text fails Whisper's own checks (compression ratio, mean log-probability) are
+decoded again: together with no repeated three-token runs, then one by one with faster-whisper's
+sequential decoder and its temperature fallback (`WhisperDecoder.fallback`).
 """
 
 from __future__ import annotations
@@ -564,6 +565,12 @@ def packed_windows(
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32), clips, offsets
 
 
+# A failed window's last try samples from 0.2: temperature 0 is the beam search it has had twice by then,
+# and above 0.6 tiny's and base's samples were nonsense.
+FALLBACK = [0.2, 0.4, 0.6]
+NO_REPEATS = {"no_repeat_ngram_size": 3}  # a failed window's second try: a loop cannot start again
+
+
 class WhisperDecoder:
     """Batched decoding of speech windows with the options the pass fixed at load time."""
 
@@ -578,7 +585,7 @@ class WhisperDecoder:
         self.language = language
         self.task = task
         self.chunk_s = chunk_s
-        self.redecoded = 0  # windows decoded again with temperature fallback
+        self.redecoded = 0  # windows decoded again because their text failed Whisper's checks
 
     def options(self) -> dict[str, Any]:
         """faster-whisper arguments: the pass's options, its language and task."""
@@ -601,39 +608,64 @@ class WhisperDecoder:
     ) -> list[Decoded]:
         """All windows, `batch_size` at a time; `on_batch(done, total)` after each batch.
 
-        Speech a window's text leaves out (Whisper often drops the last utterance of a full window)
-        is not this decoder's business: the pass decodes every such region again on its own after the
-        guards (`tasks.whisper_pass.decode_uncovered`), with what the guards dropped.
+        A window whose text fails Whisper's checks is decoded again (`fallback`). Speech a window's
+        text leaves out (Whisper often drops the last utterance of a full window) is not this decoder's
+        business: the pass decodes every such region again on its own after the guards
+        (`tasks.whisper_pass.decode_uncovered`), with what the guards dropped.
         """
-        out = self._decode_windows(audio, chunks, batch_size, on_batch)
-        return sorted(out, key=lambda seg: (seg.start, seg.end))
+        decoded = self._batched(audio, list(enumerate(chunks)), batch_size, self.options(), on_batch)
+        failed = [index for index, segments in decoded.items() if self.failed(segments)]
+        if failed:
+            decoded |= self.fallback(audio, {i: chunks[i] for i in failed}, {i: decoded[i] for i in failed}, batch_size)
+        return sorted((seg for segments in decoded.values() for seg in segments), key=lambda seg: (seg.start, seg.end))
 
-    def _decode_windows(
-        self, audio: Audio, chunks: list[dict[str, float]], batch_size: int, on_batch: Callable[[int, int], None] | None
-    ) -> list[Decoded]:
-        opts = self.options()
-        out: list[Decoded] = []
+    def fallback(
+        self, audio: Audio, chunks: dict[int, dict[str, float]], first: dict[int, list[Decoded]], batch_size: int
+    ) -> dict[int, list[Decoded]]:
+        """The failed windows decoded again: first together in one batch, as before but with no three tokens
+        said twice over (`no_repeat_ngram_size`), then each one that still fails alone with temperature
+        fallback from 0.2. A new text replaces the old only when it passes Whisper's checks or is more likely.
+
+        The windows that fail are mostly loops ("No, no, no, ..." to the token budget, which also holds up
+        their whole batch). Sampling them one at a time, as Whisper does, took 7.7 s of asr's 32 s on the
+        10-minute bench film for two such windows; the batch without repeats decodes both in one go, with
+        the names the prompt gives (without the names prompt, one of the two still looped).
+        """
+
+        def better(new: list[Decoded], old: list[Decoded]) -> list[Decoded]:
+            return new if not self.failed(new) or mean_logprob(new) > mean_logprob(old) else old
+
+        self.redecoded += len(chunks)
+        again = self._batched(audio, list(chunks.items()), batch_size, self.options() | NO_REPEATS)
+        out = {index: better(again[index], first[index]) for index in chunks}
+        sampled = self.options() | {"temperature": FALLBACK}
+        for index, chunk in chunks.items():
+            if self.failed(out[index]):
+                out[index] = better(self.decode_alone(audio, chunk, index, sampled), out[index])
+        return out
+
+    def _batched(
+        self,
+        audio: Audio,
+        chunks: list[tuple[int, dict[str, float]]],
+        batch_size: int,
+        opts: dict[str, Any],
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> dict[int, list[Decoded]]:
+        """Each (index, window)'s segments, decoded `batch_size` windows at a time."""
+        out: dict[int, list[Decoded]] = {}
         for first in range(0, len(chunks), batch_size):
-            group = chunks[first : first + batch_size]
-            packed, clips, offsets = packed_windows(audio, group)
+            indices, group = zip(*chunks[first : first + batch_size], strict=True)
+            packed, clips, offsets = packed_windows(audio, list(group))
             longest = max(c["end"] - c["start"] for c in group)
             segments, _info = self.batched.transcribe(
                 packed, clip_timestamps=clips, batch_size=batch_size, multilingual=False,
                 **self.budgeted(opts, longest),
             )  # fmt: skip
-            by_chunk: dict[int, list[Decoded]] = {i: [] for i in range(len(group))}
+            out |= {index: [] for index in indices}
             for seg in segments:
-                index = _chunk_of(seg.seek / self.whisper.model.frames_per_second, clips)
-                by_chunk[index].append(_decoded(seg, first + index, offsets[index]))
-            for index, decoded in by_chunk.items():
-                if self.failed(decoded):
-                    again = self.decode_alone(audio, group[index], first + index, opts)
-                    self.redecoded += 1
-                    # Sampling at a higher temperature is not always better: keep the batched text only
-                    # when the new one fails Whisper's checks too and is less likely.
-                    if not self.failed(again) or mean_logprob(again) > mean_logprob(decoded):
-                        decoded = again
-                out.extend(decoded)
+                at = _chunk_of(seg.seek / self.whisper.model.frames_per_second, clips)
+                out[indices[at]].append(_decoded(seg, indices[at], offsets[at]))
             del packed, segments
             trim_heap()
             if on_batch is not None:

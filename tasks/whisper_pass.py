@@ -138,13 +138,15 @@ def english_check(terms: list[str], failure: str, latin_only: bool = False) -> C
 RETRY_TEMPERATURES = [0.0, 0.2, 0.4, 0.6]  # above these, base's retries were nonsense, and each step costs time
 
 
+def retry_prompt(request: PassRequest) -> dict[str, Any]:
+    """What a lone retry is prompted with: no names, only the prompt's script-setting part."""
+    return {"initial_prompt": request.initial_prompt or None, "hotwords": None}
+
+
 def lone_options(decoder: WhisperDecoder, request: PassRequest) -> dict[str, Any]:
-    """How a lone retry decodes: no names in the prompt (only its script-setting part), temperature fallback."""
-    return decoder.options() | {
-        "initial_prompt": request.initial_prompt or None,
-        "hotwords": None,
-        "temperature": RETRY_TEMPERATURES,
-    }
+    """How a lone retry decodes: no names in the prompt, temperature fallback (a name list can make Whisper
+    recite instead of listen)."""
+    return decoder.options() | retry_prompt(request) | {"temperature": RETRY_TEMPERATURES}
 
 
 def rechecked(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
@@ -402,7 +404,7 @@ def whisper_pass(
 
         decoded = decoder.decode(audio, chunks, batch_size, on_batch)
         log.info(
-            "decoded %d windows in %.1f s (%d decoded again with temperature fallback)",
+            "decoded %d windows in %.1f s (%d failed Whisper's checks and were decoded again)",
             len(chunks),
             time.monotonic() - started,
             decoder.redecoded,

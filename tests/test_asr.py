@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -843,7 +843,7 @@ class _Retrying:
         self.lone: list[float] = []
 
     def options(self) -> dict:
-        return {}
+        return {"initial_prompt": "Names in this film: Simran.", "hotwords": "Simran"}
 
     def decode(self, _audio, chunks, _batch_size, _on_batch=None) -> list[Decoded]:
         return [seg("The train is late.", 4.0, 5.0)] if any(c["start"] <= 4.0 < c["end"] for c in chunks) else []
@@ -873,6 +873,76 @@ def test_bare_speech_is_decoded_again_batched_then_alone_and_unsure_text_is_not_
     by_region = {(r["start"], r["action"]) for r in records if r["reason"] == "speech without words"}
     assert by_region == {(4.0, "redecoded"), (8.0, "redecoded"), (12.0, "uncovered")}
     assert any(r["reason"].startswith("retry nonsense") and r["text"] == "gone fish tree" for r in records)
+
+
+def test_a_retry_is_prompted_without_the_names_but_with_the_script_seed():
+    from settings.stages import WhisperDecoding
+    from tasks.whisper_pass import PassRequest, retry_prompt
+
+    def request(seed: str) -> PassRequest:
+        return PassRequest(model="x", setting="X", task="transcribe", language="hi", decoding=WhisperDecoding(),
+                           terms=["Simran", "Raj"], initial_prompt=seed)  # fmt: skip
+
+    assert retry_prompt(request("")) == {"initial_prompt": None, "hotwords": None}
+    assert retry_prompt(request("यह हिंदी है।")) == {"initial_prompt": "यह हिंदी है।", "hotwords": None}
+
+
+@dataclass
+class _Segment:
+    """What faster-whisper yields for a segment, as far as the decoder reads it."""
+
+    text: str
+    seek: int
+    avg_logprob: float
+    start: float = 0.0
+    end: float = 1.0
+    no_speech_prob: float = 0.1
+    compression_ratio: float = 1.2
+    words: list = field(default_factory=list)
+
+
+class _Model:
+    """Stands in for faster-whisper, batched and sequential, in the decoder's fallback test. A window's samples
+    hold its number; in a batch, a window in `loops` loops unless repeats are barred, one in `bad` always fails;
+    sampled alone, any window decodes well."""
+
+    frames_per_second = 100
+
+    def __init__(self, loops: set[int], bad: set[int]) -> None:
+        self.loops, self.bad = loops, bad
+        self.batches: list[tuple[list[int], int]] = []
+        self.alone: list[tuple[int, list[float], str]] = []
+
+    def transcribe(self, audio: np.ndarray, **opts: Any) -> tuple[list[_Segment], None]:
+        if "clip_timestamps" not in opts:  # decode_alone
+            self.alone.append((int(audio[0]), opts["temperature"], opts["initial_prompt"]))
+            return [_Segment(f"window {int(audio[0])} sampled", 0, -0.5)], None
+        numbers = [int(audio[int(c["start"] * 16000)]) for c in opts["clip_timestamps"]]
+        self.batches.append((numbers, opts["no_repeat_ngram_size"]))
+        out = []
+        for n, clip in zip(numbers, opts["clip_timestamps"], strict=True):
+            looping = n in self.loops and not opts["no_repeat_ngram_size"]
+            text, ratio = ("No, no, no, no, no, no, no, no.", 16.0) if looping else (f"window {n}", 1.2)
+            out.append(_Segment(text, int(clip["start"] * self.frames_per_second), -1.5 if n in self.bad else -0.1,
+                                start=clip["start"], end=clip["start"] + 1.0,  # times in the packed audio
+                                compression_ratio=ratio))  # fmt: skip
+        return out, None
+
+
+def test_failed_windows_are_decoded_again_together_without_repeats_then_alone_with_sampling():
+    from tasks.whisper_models import DECODE_DEFAULTS, Audio, LoadedWhisper, WhisperDecoder
+
+    audio = Audio(samples=np.repeat(np.arange(6, dtype=np.float32), 10 * 16000))  # six windows of 10 s
+    model = _Model(loops={1, 4}, bad={4})
+    decoder = WhisperDecoder.__new__(WhisperDecoder)  # the model stands in; nothing else differs
+    decoder.__dict__ |= {"whisper": LoadedWhisper(model, DECODE_DEFAULTS | {"initial_prompt": "Names: Raj"}),
+                         "limit": 400, "batched": model, "language": "en", "task": "transcribe", "chunk_s": 20.0,
+                         "redecoded": 0}  # fmt: skip
+    out = decoder.decode(audio, [{"start": 10.0 * n, "end": 10.0 * n + 8.0} for n in range(6)], batch_size=4)
+    assert model.batches == [([0, 1, 2, 3], 0), ([4, 5], 0), ([1, 4], 3)]  # the failed two, together
+    assert model.alone == [(4, [0.2, 0.4, 0.6], "Names: Raj")]  # only the one that failed twice is sampled
+    assert [s.text for s in out] == ["window 0", "window 1", "window 2", "window 3", "window 4 sampled", "window 5"]
+    assert [(s.chunk, s.start) for s in out] == [(n, 10.0 * n) for n in range(6)] and decoder.redecoded == 2
 
 
 def test_a_retry_that_says_a_kept_line_again_is_dropped():

@@ -65,3 +65,33 @@ def test_prepare_refuses_an_unsupported_target_language(tmp_path: Path, out_root
     line = one_error_line(cli("prepare", str(film), "--target-lang", "fr")[0])
     assert "FILM__TARGET_LANG" in line and "en only" in line and "'fr'" in line
     assert not out_root.exists() or not list(out_root.glob("*/*/*/*/*"))
+
+
+QUICK_EXIT = """
+import atexit, sys, tempfile
+from pathlib import Path
+from flows import cli
+
+folder = tempfile.TemporaryDirectory()  # its finalizer was registered before the command's exit hook
+Path(sys.argv[1]).write_text(folder.name)
+
+def main(argv=None):
+    atexit.register(lambda: print("a later exit hook ran"))
+    print("main's output, not flushed")
+    return int(sys.argv[2])
+
+cli.main = main
+cli.run_command()
+"""
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_the_command_skips_teardown_but_not_its_exit_hooks_output_or_status(tmp_path: Path, status: int) -> None:
+    import sys
+
+    record = tmp_path / "folder.txt"
+    done = subprocess.run([sys.executable, "-c", QUICK_EXIT, str(record), str(status)], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == status, done.stderr
+    assert done.stdout == "main's output, not flushed\na later exit hook ran\n"
+    assert not Path(record.read_text()).exists()  # the finalizers ran

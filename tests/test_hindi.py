@@ -242,7 +242,7 @@ class _Decoder:
         self.answer = answer
 
     def options(self) -> dict:
-        return {}
+        return {"initial_prompt": "Names in this film: Simran.", "hotwords": "Simran"}
 
     def decode_alone(self, _audio: object, chunk: dict, _index: int, _options: dict) -> list[Decoded]:
         return [_decoded(self.answer, chunk["start"])]
