@@ -195,6 +195,18 @@ def echo_start(toks: list[str], terms: list[str]) -> tuple[int, str | None] | No
     return None
 
 
+def recites(segments: list[Decoded], terms: list[str]) -> bool:
+    """Whether a recital of prompt terms (as `echo_start` finds one) ends anywhere in the text, not only at
+    its end: a window Whisper began by reciting the names ("Simran, Amritsar, Imrits. I know, Raj, ...")."""
+    if not terms:
+        return False
+    for seg in segments:
+        toks = tokens_of(seg)
+        if any(echo_start(toks[:end], terms) is not None for end in range(2, len(toks) + 1)):
+            return True
+    return False
+
+
 def _find_suffix(raw: str, squashed: str) -> int | None:
     """Index in raw where the letters of `squashed` begin, matching from the end (case and punctuation ignored)."""
     letters = [(i, ch.lower()) for i, ch in enumerate(raw) if not _NOT_WORD.match(ch) and not ch.isspace()]

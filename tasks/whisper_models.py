@@ -18,8 +18,9 @@ and `WhisperDecoder` decodes the windows in batches with faster-whisper's
 `BatchedInferencePipeline` (`clip_timestamps`), with WhisperX's decode options and the pass's
 prompt and hotwords (`DECODE_DEFAULTS`, `load_whisper`). The batched decoder has no temperature fallback,
 so the windows whose text fails Whisper's own checks (compression ratio, mean log-probability) are
-decoded again: together with no repeated three-token runs, then one by one with faster-whisper's
-sequential decoder and its temperature fallback (`WhisperDecoder.fallback`).
+decoded again: together with no repeated three-token runs (and without the names in the prompt where
+the names were recited), then one by one with faster-whisper's sequential decoder and its
+temperature fallback (`WhisperDecoder.fallback`).
 """
 
 from __future__ import annotations
@@ -572,10 +573,21 @@ NO_REPEATS = {"no_repeat_ngram_size": 3}  # a failed window's second try: a loop
 
 
 class WhisperDecoder:
-    """Batched decoding of speech windows with the options the pass fixed at load time."""
+    """Batched decoding of speech windows with the options the pass fixed at load time.
+
+    `unprompted` overrides those options where the names in the prompt are to go (the pass keeps only
+    the prompt's script-setting part), and `recites` tells whether a text recites the prompt's names.
+    """
 
     def __init__(
-        self, whisper: LoadedWhisper, language: str, task: str, chunk_s: float = CHUNK_S, prompt_tokens: int = 0
+        self,
+        whisper: LoadedWhisper,
+        language: str,
+        task: str,
+        chunk_s: float = CHUNK_S,
+        prompt_tokens: int = 0,
+        unprompted: dict[str, Any] | None = None,
+        recites: Callable[[list[Decoded]], bool] | None = None,
     ) -> None:
         from faster_whisper import BatchedInferencePipeline
 
@@ -585,6 +597,8 @@ class WhisperDecoder:
         self.language = language
         self.task = task
         self.chunk_s = chunk_s
+        self.unprompted = unprompted or {}
+        self.recites = recites
         self.redecoded = 0  # windows decoded again because their text failed Whisper's checks
 
     def options(self) -> dict[str, Any]:
@@ -623,13 +637,16 @@ class WhisperDecoder:
         self, audio: Audio, chunks: dict[int, dict[str, float]], first: dict[int, list[Decoded]], batch_size: int
     ) -> dict[int, list[Decoded]]:
         """The failed windows decoded again: first together in one batch, as before but with no three tokens
-        said twice over (`no_repeat_ngram_size`), then each one that still fails alone with temperature
+        said twice over (`no_repeat_ngram_size`); those whose new text recites the names of the prompt
+        once more in one more batch without the names; then each one that still fails alone with temperature
         fallback from 0.2. A new text replaces the old only when it passes Whisper's checks or is more likely.
 
-        The windows that fail are mostly loops ("No, no, no, ..." to the token budget, which also holds up
-        their whole batch). Sampling them one at a time, as Whisper does, took 7.7 s of asr's 32 s on the
-        10-minute bench film for two such windows; the batch without repeats decodes both in one go, with
-        the names the prompt gives (without the names prompt, one of the two still looped).
+        The windows that fail are mostly loops ("No, no, no, ..." or a name said over and over, to the
+        token budget, which also holds up their whole batch). Sampling them one at a time, as Whisper does,
+        took 7.7 s of asr's 32 s on the 10-minute bench film for two such windows; the batch without
+        repeats decodes both in 1.8 s, with the names the prompt gives. Barred from repeating, the demo's
+        first window still began with the names ("Simran, Amritsar, Imrits. I know, Raj, ..."), which
+        without the names in the prompt is "Simran, the train leaves for ...".
         """
 
         def better(new: list[Decoded], old: list[Decoded]) -> list[Decoded]:
@@ -638,6 +655,10 @@ class WhisperDecoder:
         self.redecoded += len(chunks)
         again = self._batched(audio, list(chunks.items()), batch_size, self.options() | NO_REPEATS)
         out = {index: better(again[index], first[index]) for index in chunks}
+        recited = [(i, chunk) for i, chunk in chunks.items() if self.recites is not None and self.recites(out[i])]
+        if recited:
+            plain = self._batched(audio, recited, batch_size, self.options() | NO_REPEATS | self.unprompted)
+            out |= {index: better(plain[index], out[index]) for index, _ in recited}
         sampled = self.options() | {"temperature": FALLBACK}
         for index, chunk in chunks.items():
             if self.failed(out[index]):

@@ -22,7 +22,7 @@ import numpy as np
 
 from hardware.policy import StageDevice
 from settings.stages import WhisperDecoding
-from tasks.asr_guards import GuardSettings, Record, apply_guards, record, repeated_across
+from tasks.asr_guards import GuardSettings, Record, apply_guards, recites, record, repeated_across
 from tasks.devanagari import latin_share
 from tasks.memory import loaded
 from tasks.whisper_models import (
@@ -139,7 +139,7 @@ RETRY_TEMPERATURES = [0.0, 0.2, 0.4, 0.6]  # above these, base's retries were no
 
 
 def retry_prompt(request: PassRequest) -> dict[str, Any]:
-    """What a lone retry is prompted with: no names, only the prompt's script-setting part."""
+    """The prompt without the names: only its script-setting part."""
     return {"initial_prompt": request.initial_prompt or None, "hotwords": None}
 
 
@@ -397,7 +397,15 @@ def whisper_pass(
     ) as held:
         whisper = held[0]
         language, probability = choose_language(whisper, speech_audio(audio, chunks))
-        decoder = WhisperDecoder(whisper, language, request.task, decoding.chunk_s, prompt.tokens)
+        decoder = WhisperDecoder(
+            whisper,
+            language,
+            request.task,
+            decoding.chunk_s,
+            prompt.tokens,
+            retry_prompt(request),
+            lambda decoded: recites(decoded, list(prompt.terms)),
+        )
 
         def on_batch(done: int, total: int) -> None:
             progress(0.85 * done / total, f"decoded {done}/{total} windows")

@@ -903,26 +903,33 @@ class _Segment:
 
 class _Model:
     """Stands in for faster-whisper, batched and sequential, in the decoder's fallback test. A window's samples
-    hold its number; in a batch, a window in `loops` loops unless repeats are barred, one in `bad` always fails;
-    sampled alone, any window decodes well."""
+    hold its number. In a batch, a window in `loops` loops unless repeats are barred; one in `recites` then
+    recites the names unless the names are out of the prompt; one in `bad` always fails. Sampled alone, any
+    window decodes well."""
 
     frames_per_second = 100
 
-    def __init__(self, loops: set[int], bad: set[int]) -> None:
-        self.loops, self.bad = loops, bad
-        self.batches: list[tuple[list[int], int]] = []
+    def __init__(self, loops: set[int], recites: set[int], bad: set[int]) -> None:
+        self.loops, self.recites, self.bad = loops, recites, bad
+        self.batches: list[tuple[list[int], int, str | None]] = []
         self.alone: list[tuple[int, list[float], str]] = []
+
+    def text(self, n: int, repeats_barred: bool, names: bool) -> tuple[str, float]:
+        if n in self.loops and not repeats_barred:
+            return "No, no, no, no, no, no, no, no.", 16.0
+        if n in self.recites and names:
+            return "Simran, Amritsar, Imrits. I know, Raj.", 1.2
+        return f"window {n}", 1.2
 
     def transcribe(self, audio: np.ndarray, **opts: Any) -> tuple[list[_Segment], None]:
         if "clip_timestamps" not in opts:  # decode_alone
             self.alone.append((int(audio[0]), opts["temperature"], opts["initial_prompt"]))
             return [_Segment(f"window {int(audio[0])} sampled", 0, -0.5)], None
         numbers = [int(audio[int(c["start"] * 16000)]) for c in opts["clip_timestamps"]]
-        self.batches.append((numbers, opts["no_repeat_ngram_size"]))
+        self.batches.append((numbers, opts["no_repeat_ngram_size"], opts["initial_prompt"]))
         out = []
         for n, clip in zip(numbers, opts["clip_timestamps"], strict=True):
-            looping = n in self.loops and not opts["no_repeat_ngram_size"]
-            text, ratio = ("No, no, no, no, no, no, no, no.", 16.0) if looping else (f"window {n}", 1.2)
+            text, ratio = self.text(n, opts["no_repeat_ngram_size"] > 0, opts["initial_prompt"] is not None)
             out.append(_Segment(text, int(clip["start"] * self.frames_per_second), -1.5 if n in self.bad else -0.1,
                                 start=clip["start"], end=clip["start"] + 1.0,  # times in the packed audio
                                 compression_ratio=ratio))  # fmt: skip
@@ -930,19 +937,38 @@ class _Model:
 
 
 def test_failed_windows_are_decoded_again_together_without_repeats_then_alone_with_sampling():
+    from tasks.asr_guards import recites
     from tasks.whisper_models import DECODE_DEFAULTS, Audio, LoadedWhisper, WhisperDecoder
 
     audio = Audio(samples=np.repeat(np.arange(6, dtype=np.float32), 10 * 16000))  # six windows of 10 s
-    model = _Model(loops={1, 4}, bad={4})
+    model = _Model(loops={1, 3, 4}, recites={3}, bad={4})
+    names = "Names in this film: Raj, Simran, Amritsar."
     decoder = WhisperDecoder.__new__(WhisperDecoder)  # the model stands in; nothing else differs
-    decoder.__dict__ |= {"whisper": LoadedWhisper(model, DECODE_DEFAULTS | {"initial_prompt": "Names: Raj"}),
+    decoder.__dict__ |= {"whisper": LoadedWhisper(model, DECODE_DEFAULTS | {"initial_prompt": names}),
                          "limit": 400, "batched": model, "language": "en", "task": "transcribe", "chunk_s": 20.0,
-                         "redecoded": 0}  # fmt: skip
+                         "unprompted": {"initial_prompt": None, "hotwords": None}, "redecoded": 0,
+                         "recites": lambda decoded: recites(decoded, ["Raj", "Simran", "Amritsar"])}  # fmt: skip
     out = decoder.decode(audio, [{"start": 10.0 * n, "end": 10.0 * n + 8.0} for n in range(6)], batch_size=4)
-    assert model.batches == [([0, 1, 2, 3], 0), ([4, 5], 0), ([1, 4], 3)]  # the failed two, together
-    assert model.alone == [(4, [0.2, 0.4, 0.6], "Names: Raj")]  # only the one that failed twice is sampled
+    assert model.batches == [
+        ([0, 1, 2, 3], 0, names),
+        ([4, 5], 0, names),
+        ([1, 3, 4], 3, names),  # the failed three together, no repeats
+        ([3], 3, None),  # the one that recited the names, without them
+    ]
+    assert model.alone == [(4, [0.2, 0.4, 0.6], names)]  # only the one that still failed is sampled
     assert [s.text for s in out] == ["window 0", "window 1", "window 2", "window 3", "window 4 sampled", "window 5"]
-    assert [(s.chunk, s.start) for s in out] == [(n, 10.0 * n) for n in range(6)] and decoder.redecoded == 2
+    assert [(s.chunk, s.start) for s in out] == [(n, 10.0 * n) for n in range(6)] and decoder.redecoded == 3
+
+
+def test_a_recital_of_the_names_is_found_anywhere_in_the_text():
+    from tasks.asr_guards import recites
+
+    terms = ["Raj", "Simran", "Amritsar", "Punjab"]
+    assert recites([seg("Simran, Amritsar, Imrits. I know, Raj, my father is waiting.")], terms)
+    assert recites([seg("I know. Raj, Simran, Amritsar, Punjab")], terms)
+    assert not recites([seg("Simran, the train leaves for Punjab in ten minutes.")], terms)
+    assert not recites([seg("Simran, Raj and I will go to Amritsar.")], terms)
+    assert not recites([seg("Simran, Amritsar, Imrits.")], [])
 
 
 def test_a_retry_that_says_a_kept_line_again_is_dropped():
