@@ -143,10 +143,10 @@ def retry_prompt(request: PassRequest) -> dict[str, Any]:
     return {"initial_prompt": request.initial_prompt or None, "hotwords": None}
 
 
-def lone_options(decoder: WhisperDecoder, request: PassRequest) -> dict[str, Any]:
+def lone_options(decoder: WhisperDecoder) -> dict[str, Any]:
     """How a lone retry decodes: no names in the prompt, temperature fallback (a name list can make Whisper
     recite instead of listen)."""
-    return decoder.options() | retry_prompt(request) | {"temperature": RETRY_TEMPERATURES}
+    return decoder.options() | decoder.unprompted | {"temperature": RETRY_TEMPERATURES}
 
 
 def rechecked(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
@@ -155,7 +155,7 @@ def rechecked(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, floa
     """The kept segments with those the request's check rejects decoded again on their own (prompt off,
     temperature fallback); a segment still rejected after that stays, flagged, so no line is lost."""
     assert request.check is not None
-    options = lone_options(decoder, request)
+    options = lone_options(decoder)
     out: list[Decoded] = []
     records: list[Record] = []
     for number, seg in enumerate(kept):
@@ -291,7 +291,7 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
 
 
 def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
-                     request: PassRequest, cfg: GuardSettings, batch_size: int,
+                     cfg: GuardSettings, batch_size: int,
                      log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
     """No speech left behind: each VAD region (over 0.5 s) that no kept word covers, and each stretch of a
     second or more inside a region that no kept word holds (`uncovered_speech`), is decoded again, and its
@@ -313,7 +313,7 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     found, records = guarded(first, speech, cfg, log)
     found, unsure = confident(found, cfg, log)
     records += unsure
-    options = lone_options(decoder, request)
+    options = lone_options(decoder)
     for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5, stretches=False)):
         again, dropped = guarded(decoder.decode_alone(audio, region, 10_000 + number, options), speech, cfg, log)
         again, unsure = confident(again, cfg, log)
@@ -423,7 +423,7 @@ def whisper_pass(
             for rec in repeats:
                 log.info("guard dropped %s [%.2f-%.2f]: %r", rec["reason"], rec["start"], rec["end"], rec["text"])
             filtered += repeats
-        retried, records = decode_uncovered(decoder, audio, speech, kept, request, cfg, batch_size, log)
+        retried, records = decode_uncovered(decoder, audio, speech, kept, cfg, batch_size, log)
         kept = sorted(making_room(kept, retried) + retried, key=lambda s: s.start)
         filtered += records
         if request.check is not None:

@@ -842,6 +842,8 @@ class _Retrying:
     def __init__(self) -> None:
         self.lone: list[float] = []
 
+    unprompted = {"initial_prompt": None, "hotwords": None}  # what the pass gives it: retry_prompt(request)
+
     def options(self) -> dict:
         return {"initial_prompt": "Names in this film: Simran.", "hotwords": "Simran"}
 
@@ -857,17 +859,15 @@ class _Retrying:
 
 
 def test_bare_speech_is_decoded_again_batched_then_alone_and_unsure_text_is_not_kept():
-    from settings.stages import WhisperDecoding
     from tasks.asr_guards import GuardSettings
-    from tasks.whisper_pass import PassRequest, decode_uncovered
+    from tasks.whisper_pass import decode_uncovered
 
     speech = [{"start": 1.0, "end": 3.0}, {"start": 4.0, "end": 5.0}, {"start": 8.0, "end": 9.0},
               {"start": 12.0, "end": 13.0}]  # fmt: skip
     kept = [seg("Raj, where are you?", 1.0, 3.0)]
-    request = PassRequest(model="x", setting="X", task="transcribe", language="en", decoding=WhisperDecoding())
     guards = GuardSettings(no_speech_threshold=0.6, log_prob_threshold=-1.0, compression_ratio_threshold=2.4)
     decoder: Any = _Retrying()
-    found, records = decode_uncovered(decoder, None, speech, kept, request, guards, 8, logging.getLogger("test"))  # type: ignore[arg-type]
+    found, records = decode_uncovered(decoder, None, speech, kept, guards, 8, logging.getLogger("test"))  # type: ignore[arg-type]
     assert [s.text for s in found] == ["The train is late.", "Simran is waiting."]
     assert decoder.lone == [8.0, 12.0]  # the batched try's find is not decoded again
     by_region = {(r["start"], r["action"]) for r in records if r["reason"] == "speech without words"}

@@ -241,6 +241,8 @@ class _Decoder:
     def __init__(self, answer: str) -> None:
         self.answer = answer
 
+    unprompted = {"initial_prompt": None, "hotwords": None}
+
     def options(self) -> dict:
         return {"initial_prompt": "Names in this film: Simran.", "hotwords": "Simran"}
 
