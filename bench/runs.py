@@ -343,34 +343,49 @@ def _first_log_of_run(paths: list[Path], run: Measured) -> list[str]:
 
 def stage_figures(job_dir: Path, run: Measured) -> dict[str, Any]:
     """Each stage of this run: state, duration (manifest), its window from its log, peak and end memory there,
-    and the stage's own summary (its log's `done in ...: {...}` line)."""
+    and the stage's own summary (its log's `done in ...: {...}` line). A stage's part (`NN_stage.part_*.log`,
+    no manifest entry of its own) comes just before its stage, as `stage.part`, with the duration its log gives."""
     manifest = json.loads((job_dir / "manifest.json").read_text())
     out: dict[str, Any] = {}
     for name, entry in manifest.get("stages", {}).items():
-        figures: dict[str, Any] = {"state": entry.get("state"), "duration_s": entry.get("duration_s"),
-                                   "device": entry.get("device")}  # fmt: skip
-        text = _first_log_of_run(sorted(job_dir.glob(f"logs/??_{name}_*.log")), run)
-        if text:
-            times = [t for t in (_log_epoch(line) for line in text) if t is not None]
-            if times:
-                start = times[0]
-                end = start + float(entry.get("duration_s") or 0.0)
-                end = max(end, times[-1])
-                figures["window"] = [round(start - run.started, 2), round(end - run.started, 2)]
-                before, peak, after = run.rss_at(start), run.peak_between(start, end), run.rss_at(end)
-                figures["rss_mb"] = {k: round(v / 2**20, 1) if v else None
-                                     for k, v in (("start", before), ("peak", peak), ("end", after))}  # fmt: skip
-            for line in text:
-                if " done in " in line and ": {" in line:
-                    try:
-                        figures["summary"] = ast.literal_eval(line[line.index(": {") + 2 :])
-                    except (ValueError, SyntaxError, IndexError):
-                        pass
-                match = re.search(r"decoded (\d+) windows in ([\d.]+) s", line)
-                if match:
-                    figures["decode_s"] = float(match.group(2))
-        out[name] = figures
+        part_names = sorted(
+            {p.name.split("_", 1)[1].rsplit("_", 1)[0] for p in job_dir.glob(f"logs/??_{name}.*_*.log")}
+        )
+        for part in part_names:
+            figures = _log_figures(job_dir, run, part, None)
+            if figures:
+                out[part] = {"state": "done", "device": entry.get("device")} | figures
+        out[name] = {"state": entry.get("state"), "duration_s": entry.get("duration_s"), "device": entry.get("device")}
+        out[name] |= _log_figures(job_dir, run, name, entry.get("duration_s"))
     return out
+
+
+def _log_figures(job_dir: Path, run: Measured, name: str, duration_s: float | None) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    text = _first_log_of_run(sorted(job_dir.glob(f"logs/??_{name}_*.log")), run)
+    if not text:
+        return figures
+    for line in text:
+        done = re.search(r" done in ([\d.]+) s: (\{.*)$", line)
+        if done:
+            duration_s = duration_s if duration_s is not None else float(done.group(1))
+            figures.setdefault("duration_s", duration_s)
+            try:
+                figures["summary"] = ast.literal_eval(done.group(2))
+            except (ValueError, SyntaxError):
+                pass
+        match = re.search(r"decoded (\d+) windows in ([\d.]+) s", line)
+        if match:
+            figures["decode_s"] = float(match.group(2))
+    times = [t for t in (_log_epoch(line) for line in text) if t is not None]
+    if times:
+        start = times[0]
+        end = max(start + float(duration_s or 0.0), times[-1])
+        figures["window"] = [round(start - run.started, 2), round(end - run.started, 2)]
+        before, peak, after = run.rss_at(start), run.peak_between(start, end), run.rss_at(end)
+        figures["rss_mb"] = {k: round(v / 2**20, 1) if v else None
+                             for k, v in (("start", before), ("peak", peak), ("end", after))}  # fmt: skip
+    return figures
 
 
 def orchestrator_figures(job_dir: Path, run: Measured) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The subtitle flow: the eleven stages, each called with the results it reads.
+"""The subtitle flow: the eleven stages, each called with the results it reads (a stage's part, such as
+lyrics_detection's audio half, is submitted as soon as what it reads is ready).
 
 python -m flows.subtitle JOB_ID            (the command line is flows.cli)
 """
@@ -23,7 +24,7 @@ from tasks.contract import StageResult
 from tasks.demux import demux
 from tasks.diarization import diarization
 from tasks.kernel import hardware_profile, open_run
-from tasks.lyrics_detection import lyrics_detection
+from tasks.lyrics_detection import lyrics_detection, music_features
 from tasks.mux import mux
 from tasks.post_ner import post_ner
 from tasks.pre_ner import pre_ner
@@ -69,13 +70,14 @@ def subtitle(
         run.start(detect_hardware(str(settings.out_root), settings.device))
         run.preflight()
         media = run.submit(demux)
+        music = run.submit(music_features, demux=media)  # lyrics_detection's audio half, beside the stages below
         cast = run.submit(tmdb)
         glossary = run.submit(pre_ner, tmdb=cast)
         speech = run.submit(silero_vad, demux=media)
         speakers = run.submit(diarization, demux=media, silero_vad=speech)
         transcript = run.submit(asr, demux=media, silero_vad=speech, diarization=speakers, pre_ner=glossary)
         english = run.submit(second_pass_translation, demux=media, silero_vad=speech, asr=transcript, pre_ner=glossary)
-        songs = run.submit(lyrics_detection, demux=media, silero_vad=speech, asr=transcript)
+        songs = run.submit(lyrics_detection, music_features=music, silero_vad=speech, asr=transcript)
         named = run.submit(post_ner, second_pass_translation=english, pre_ner=glossary)
         subtitles = run.submit(subtitle_gen, demux=media, asr=transcript, post_ner=named, lyrics_detection=songs)
         run.submit(mux, subtitle_gen=subtitles)

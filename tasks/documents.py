@@ -204,6 +204,16 @@ class NamedTranslation(Translation):
 # lyrics_detection ---------------------------------------------------------------------------
 
 
+class MusicFeatures(Document):
+    """Per-hop audio evidence of music (tasks.music_features.HopFeatures), for the text half of the stage."""
+
+    file_name: ClassVar[str] = "music_features.json"
+    hop_s: float
+    pulse: list[float]
+    tonal: list[float]
+    presence: list[float]
+
+
 class SongRegion(Span):
     score: float = 0.0
 

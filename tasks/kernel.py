@@ -17,6 +17,7 @@ import errno
 import fcntl
 import hashlib
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -104,7 +105,15 @@ class StageSpec:
     light_when: LightWhen | None = None
     secrets: tuple[str, ...] = ()
     preflight: Preflight | None = None
+    part_of: str | None = None  # a part: a step of another stage that needs less than the rest of it
+    settings_read: tuple[str, ...] | None = None  # a part's settings fields (its cache key hashes only these)
+    parts: tuple[StageSpec, ...] = ()
     _task: list[Any] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def owner(self) -> str:
+        """The stage whose folder, settings, device, log and manifest entry this spec uses."""
+        return self.part_of or self.name
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -124,13 +133,19 @@ class StageSpec:
         film: FilmSettings | None,
         env: RunEnv,
     ) -> str:
-        parts = [self.name, f"v{self.version}", job_id, settings_digest(settings)]
+        parts = [self.name, f"v{self.version}", job_id, self._settings_digest(settings)]
         parts += [f"{name}:{upstream[name].digest()}" for name in sorted(upstream)]
         if self.uses_film and film is not None:
             parts.append(settings_digest(film))
         parts += [f"{name}:{bool(env.secrets.get(name))}" for name in self.secrets]
         tail = hashlib.sha256("|".join(parts[3:]).encode()).hexdigest()[:24]
         return f"{self.name}-v{self.version}-{job_id}-{tail}"
+
+    def _settings_digest(self, settings: StageSettings) -> str:
+        if self.settings_read is None:
+            return settings_digest(settings)
+        data = {name: value for name, value in settings.cache_relevant().items() if name in self.settings_read}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def task(self) -> Any:
@@ -166,10 +181,19 @@ def stage(
     light_when: LightWhen | None = None,
     secrets: tuple[str, ...] = (),
     preflight: Preflight | None = None,
+    parts: tuple[StageSpec, ...] = (),
 ) -> Callable[[Body], StageSpec]:
-    """Declare a stage; bump `version` whenever its code changes what it writes."""
+    """Declare a stage; bump `version` whenever its code changes what it writes.
+
+    `parts`: steps of this stage declared with `stage_part`, each its own task with its own cache,
+    which the flow submits as soon as what they read is ready (the audio half of a stage beside
+    another stage that its text half waits for). The body reads each part's result by its name.
+    """
 
     def wrap(body: Body) -> StageSpec:
+        strays = [p.name for p in parts if p.part_of != name]
+        if strays:
+            raise ValueError(f"stage {name}: parts {strays} are declared as parts of another stage")
         return StageSpec(
             name=name,
             version=version,
@@ -180,9 +204,27 @@ def stage(
             light_when=light_when,
             secrets=secrets,
             preflight=preflight,
+            parts=parts,
         )
 
     return wrap
+
+
+def stage_part(
+    of: str, name: str, version: str, *, settings_read: tuple[str, ...], heavy: bool = False
+) -> Callable[[Body], StageSpec]:
+    """Declare a part of stage `of`: it writes into that stage's folder and logs, reports progress and
+    fails under that stage's name, and its cache key hashes only the settings fields it reads."""
+
+    def wrap(body: Body) -> StageSpec:
+        return StageSpec(name=name, version=version, body=body, heavy=heavy, part_of=of, settings_read=settings_read)
+
+    return wrap
+
+
+def with_parts(specs: Sequence[StageSpec]) -> list[StageSpec]:
+    """The stages with each one's parts just before it: the order a run decides what to force in."""
+    return [s for spec in specs for s in (*spec.parts, spec)]
 
 
 def reusable(job: Job, result: StageResult) -> bool:
@@ -257,10 +299,10 @@ def execute(
     missing = sorted(set(spec.needs) - set(upstream))
     if missing:
         raise TypeError(f"stage {spec.name} reads {', '.join(missing)} but was not given them")
-    log = stage_logger(job, spec.name)
+    log = stage_logger(job, spec.owner, part=spec.name if spec.part_of else None)
     started = time.monotonic()
     try:
-        update_stage(job, spec.name, state="running", device=device.device, message=None)
+        update_stage(job, spec.owner, state="running", device=device.device, message=None)
     except OSError as exc:
         disk = disk_failure(exc, job.dir)
         if disk is None:
@@ -269,7 +311,7 @@ def execute(
         raise PermanentError(f"stage {spec.name}: {disk}") from exc
     log.info(
         "stage %s v%s on device %s (compute %s, batch %d)",
-        spec.name,
+        f"{spec.owner}, part {spec.name}," if spec.part_of else spec.name,
         spec.version,
         device.device,
         device.compute_type,
@@ -277,14 +319,14 @@ def execute(
     )
     ctx = StageContext(
         job=job,
-        stage=spec.name,
+        stage=spec.owner,
         device=device,
         log=log,
         secrets={name: env.secrets.get(name) for name in spec.secrets},
         cache_root=Path(env.cache_root),
-        progress=_told(spec.name, progress or _prefect_progress(job, spec.name)),
+        progress=_told(spec.owner, progress or _prefect_progress(job, spec.owner)),
         gpu_limit=env.gpu_limit,
-        publish=_prefect_markdown(job, spec.name),
+        publish=_prefect_markdown(job, spec.owner),
     )
     inputs = {name: upstream[name] for name in spec.needs}
     if spec.uses_film:
@@ -307,6 +349,9 @@ def execute(
             raise InjectedFault(f"fault injected at {spec.name} (PIPELINE__FAIL_AT)")
         summary = _run_body(spec, ctx, settings, inputs, env.cpu_slots)
         done = result(files=ctx.written(), summary=summary or {})
+        if spec.part_of:  # its stage is not done until its own body has run
+            log.info("part %s done in %.1f s: %s", spec.name, done.duration_s, done.summary)
+            return done
         update_stage(
             job,
             spec.name,
@@ -319,17 +364,18 @@ def execute(
         log.info("done in %.1f s: %s", done.duration_s, done.summary)
         return done
     except StageSkipped as exc:
-        return _skipped(job, spec.name, log, str(exc), exc.transient, result)
+        return _skipped(job, spec.owner, log, str(exc), exc.transient, result)
     except Exception as exc:
         disk = disk_failure(exc, job.dir)
         if disk is not None:  # the volume is full or read-only: no retry helps, no optional skip hides it
             log.error("failed: %s", disk)
-            _mark_failed(job, spec.name, log, started, disk)
+            _mark_failed(job, spec.owner, log, started, disk)
             raise PermanentError(f"stage {spec.name}: {disk}") from exc
         if spec.optional and not isinstance(exc, InjectedFault):
-            return _skipped(job, spec.name, log, f"{type(exc).__name__}: {exc}", is_transient(exc), result)
+            return _skipped(job, spec.owner, log, f"{type(exc).__name__}: {exc}", is_transient(exc), result)
         log.error("failed: %s: %s", type(exc).__name__, exc)
-        _mark_failed(job, spec.name, log, started, f"{type(exc).__name__}: {exc}")
+        failure = f"{type(exc).__name__}: {exc}"
+        _mark_failed(job, spec.owner, log, started, f"part {spec.name}: {failure}" if spec.part_of else failure)
         raise
     finally:
         close_logger(log)
@@ -392,10 +438,12 @@ def _skipped(
 # Logs ---------------------------------------------------------------------------------------
 
 
-def stage_logger(job: Job, stage_name: str) -> logging.Logger:
-    """A logger writing `logs/NN_<stage>_<ts>.log` and forwarding to Prefect's run logger."""
+def stage_logger(job: Job, stage_name: str, part: str | None = None) -> logging.Logger:
+    """A logger writing `logs/NN_<stage>_<ts>.log` (`NN_<stage>.<part>_<ts>.log` for a part) and
+    forwarding to Prefect's run logger."""
     job.logs_dir.mkdir(parents=True, exist_ok=True)
     name = "00_orchestrator" if stage_name == "orchestrator" else stage_folder_name(stage_name)
+    name += f".{part}" if part else ""
     logger = logging.getLogger(f"filmsubs.{job.job_id}.{stage_name}.{time.monotonic_ns()}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -702,7 +750,9 @@ def selected_stages(
 
     `--stages a,b`: a and b run again, their upstream comes from the cache, nothing downstream runs.
     `--from-stage a`: a and every stage that reads its results (directly or further down) run again;
-    a stage after it that does not read them (lyrics_detection after asr) comes from the cache.
+    a stage after it that does not read them (lyrics_detection after second_pass_translation) comes
+    from the cache. A stage named runs again whole, its parts too; a part of a stage forced only
+    because it reads a result forced again runs again only when it reads one too.
     """
     names = [s.name for s in specs]
     for name in [*(stages or []), *([from_stage] if from_stage else [])]:
@@ -710,22 +760,25 @@ def selected_stages(
             raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(names)}")
     if stages and from_stage:
         raise ValueError("give either --stages or --from-stage, not both")
+    every = with_parts(specs)
+    by_name = {s.name: s for s in every}
+    named = [*(stages or []), *([from_stage] if from_stage else [])]
+    whole = set(named) | {part.name for name in named for part in by_name[name].parts}
     if stages:
-        by_name = {s.name: s for s in specs}
-        keep, todo = set(stages), list(stages)
+        keep, todo = set(whole), list(whole)
         while todo:
             for need in by_name[todo.pop()].needs:
                 if need not in keep:
                     keep.add(need)
                     todo.append(need)
-        return keep, set(stages)
+        return keep, whole
     if from_stage:
-        forced = {from_stage}
-        for spec in specs[names.index(from_stage) + 1 :]:  # in pipeline order, so upstream is decided first
+        forced = set(whole)
+        for spec in every:  # in pipeline order, so upstream is decided first
             if forced.intersection(spec.needs):
                 forced.add(spec.name)
-        return set(names), forced
-    return set(names), set()
+        return set(by_name), forced
+    return set(by_name), set()
 
 
 class PipelineRun:
@@ -743,6 +796,7 @@ class PipelineRun:
     ) -> None:
         self.job, self.settings, self.specs, self.log = job, settings, list(specs), log
         self.planned, self.forced, self.partial = planned, forced, partial
+        self.parts = {part.name for spec in self.specs for part in spec.parts}
         self.profile: HardwareProfile | None = None
         self.futures: dict[str, Any] = {}
         self.env = RunEnv(
@@ -806,7 +860,7 @@ class PipelineRun:
             raise TypeError(f"stage {spec.name} reads {sorted(spec.needs)}, the flow passed {sorted(upstream)}")
         if spec.name not in self.planned:
             return None
-        stage_settings = self.settings.stage(spec.name)
+        stage_settings = self.settings.stage(spec.owner)
         delays = [stage_settings.retry_delay_s * 2**i for i in range(stage_settings.retries)]
         refresh = spec.name in self.forced
         task = spec.task.with_options(
@@ -819,7 +873,7 @@ class PipelineRun:
         future = task.submit(
             self.job,
             stage_settings,
-            self.device(spec.name),
+            self.device(spec.owner),
             upstream,
             self.settings.film if spec.uses_film else None,
             self.env,
@@ -832,6 +886,11 @@ class PipelineRun:
         """Runs for a stage that finished or came from the cache: the manifest and the run's progress."""
         if state.name == "Cached":
             result: StageResult = state.result()
+            if result.stage in self.parts:  # its stage's entry says what the stage as a whole did
+                self.log.info("part %s: cached", result.stage)
+                if self._artifacts is not None:
+                    self._artifacts.stage_finished()
+                return
             update_stage(
                 self.job,
                 result.stage,
@@ -858,7 +917,7 @@ class PipelineRun:
                 self.log.error("stage %s failed: %s", name, state.message)
                 raise PipelineError(f"stage {name} failed: {state.message}")
             results = {name: f.result() for name, f in self.futures.items()}
-            self.log.info("all %d stages finished", len(results))
+            self.log.info("all %d stages finished", len(set(results) - self.parts))
             return results
         finally:
             if self._artifacts is not None:
@@ -871,7 +930,7 @@ class PipelineRun:
         state = read_manifest(self.job).stages
         missing = [
             name
-            for name in self.planned - self.forced
+            for name in self.planned - self.forced - self.parts
             if name not in state or state[name].state not in {"done", "cached", "skipped"}
         ]
         if missing:

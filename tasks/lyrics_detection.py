@@ -23,8 +23,8 @@ import numpy as np
 
 from settings.stages import LyricsSettings
 from tasks.contract import PermanentError, StageContext, StageResult
-from tasks.documents import MediaInfo, SongRegion, Songs, SpeechProbability, Transcript
-from tasks.kernel import stage
+from tasks.documents import MediaInfo, MusicFeatures, SongRegion, Songs, SpeechProbability, Transcript
+from tasks.kernel import stage, stage_part
 from tasks.music_features import HOP_S, HopFeatures, hop_features
 
 # Audio evidence weights (sum to 1) and the ranges mapped onto 0..1.
@@ -220,18 +220,41 @@ def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, fl
     return ids
 
 
-@stage("lyrics_detection", version="3", heavy=True)
-def lyrics_detection(
-    ctx: StageContext, settings: LyricsSettings, demux: StageResult, silero_vad: StageResult, asr: StageResult
-) -> dict:
+@stage_part("lyrics_detection", "music_features", version="1", settings_read=("window_s",), heavy=True)
+def music_features(ctx: StageContext, settings: LyricsSettings, demux: StageResult) -> dict:
+    """The audio half: it reads the film's audio only, so the flow runs it beside asr where the machine has room."""
     wav = ctx.file(demux, ctx.read(demux, MediaInfo).audio)
-    probability = ctx.read(silero_vad, SpeechProbability).model_dump()
-    segments = ctx.read(asr, Transcript).segment_dicts()
     ctx.log.info("music features on cpu (librosa HPSS, tempogram, chroma), windows of %.0f s", settings.window_s)
     try:
         features = hop_features(wav, settings.window_s, lambda f, m: ctx.progress(0.9 * f, m))
     except (RuntimeError, ValueError) as exc:
         raise PermanentError(f"could not read {wav} for music features: {exc}") from exc
+    ctx.write(
+        MusicFeatures(
+            hop_s=HOP_S,
+            pulse=features.pulse.tolist(),
+            tonal=features.tonal.tolist(),
+            presence=features.presence.tolist(),
+        )
+    )
+    ctx.progress(0.9, "music features done; songs are found once the transcript is there")
+    return {"hops": len(features.pulse), "device": "cpu"}
+
+
+@stage("lyrics_detection", version="4", parts=(music_features,))
+def lyrics_detection(
+    ctx: StageContext,
+    settings: LyricsSettings,
+    music_features: StageResult,
+    silero_vad: StageResult,
+    asr: StageResult,
+) -> dict:
+    stored = ctx.read(music_features, MusicFeatures)
+    probability = ctx.read(silero_vad, SpeechProbability).model_dump()
+    segments = ctx.read(asr, Transcript).segment_dicts()
+    features = HopFeatures(
+        pulse=np.asarray(stored.pulse), tonal=np.asarray(stored.tonal), presence=np.asarray(stored.presence)
+    )
     hops = len(features.pulse)
     duration = hops * HOP_S
     speech = speech_curve(probability, hops)
@@ -251,5 +274,6 @@ def lyrics_detection(
         "song_s": song_s,
         "lyric_segments": len(lyric_ids),
         "text_cue_segments": sum(c > 0 for c in cues),
+        "music_features_s": music_features.duration_s,
         "device": "cpu",
     }

@@ -59,10 +59,16 @@ def run_stage(
     secrets: dict | None = None,
     cache_root: Path | None = None,
 ) -> StageResult:
+    """One real stage, as the flow runs it; its parts first (as the flow submits them), from `upstream`."""
     spec = stage_spec(name)
     settings = settings or Settings().stage(name)
     env = RunEnv(cache_root=str(cache_root or job.dir / "cache"), secrets=secrets or {})
-    return execute(spec, job, settings, device, upstream or {}, film or FilmSettings(), env)
+    upstream = dict(upstream or {})
+    for part in spec.parts:
+        if part.name not in upstream:
+            given = {need: upstream[need] for need in part.needs}
+            upstream[part.name] = execute(part, job, settings, device, given, film or FilmSettings(), env)
+    return execute(spec, job, settings, device, upstream, film or FilmSettings(), env)
 
 
 def stage_spec(name: str) -> StageSpec:

@@ -1,6 +1,6 @@
-"""Faults in a real run: kill -9 in each model stage, then a new run (it resumes there, and the
-outputs are those of an uninterrupted run of the same film); the Prefect server restarted in the
-middle of a run; two different jobs at once on one machine."""
+"""Faults in a real run: kill -9 in each model stage (lyrics_detection in its audio half, where its work
+is), then a new run (it resumes there, and the outputs are those of an uninterrupted run of the same
+film); the Prefect server restarted in the middle of a run; two different jobs at once on one machine."""
 
 from __future__ import annotations
 
@@ -25,7 +25,15 @@ from tests.media import dialogue, make_film
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(1800)]
 
-MODEL_STAGES = ["silero_vad", "diarization", "asr", "second_pass_translation", "lyrics_detection"]
+# Where each kill lands: the part first (it is submitted with the first stages, so a later run would find it
+# finished), then the model stages in order. Each is (the manifest entry it runs under, its log's name).
+KILLS = {
+    "music_features": ("lyrics_detection", "lyrics_detection.music_features"),
+    "silero_vad": ("silero_vad", "silero_vad"),
+    "diarization": ("diarization", "diarization"),
+    "asr": ("asr", "asr"),
+    "second_pass_translation": ("second_pass_translation", "second_pass_translation"),
+}
 WORDS = {"Harbour": {"ferry", "harbour", "harbor", "noon", "tea"}, "Garden": {"garden", "morning", "bucket", "dawn"}}
 # What each model stage hands on: compared byte for byte with the uninterrupted run's.
 DOCUMENTS = {
@@ -33,7 +41,7 @@ DOCUMENTS = {
     "diarization": "05_diarization/speakers.json",
     "asr": "06_asr/transcript.json",
     "second_pass_translation": "07_second_pass_translation/translation.json",
-    "lyrics_detection": "08_lyrics_detection/songs.json",
+    "music_features": "08_lyrics_detection/music_features.json",
 }
 
 
@@ -50,13 +58,20 @@ def executions(job: Job) -> Counter[str]:
     return Counter(re.sub(r"^\d+_|_\d{8}-\d{6}\.log$", "", log.name) for log in job.logs_dir.glob("*.log"))
 
 
-def wait_until_running(job: Job, stage: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
-    """Until this run has started `stage` (a killed run leaves its stages marked running: not those)."""
+def wait_until_running(
+    job: Job, stage: str, proc: subprocess.Popen, log: Path, timeout: float = 600, said: tuple[str, str] | None = None
+) -> None:
+    """Until this run has started `stage` (a killed run leaves its stages marked running: not those) and, given
+    `said` = (log name, words), until a log of that name new in this run holds those words."""
     deadline, since = time.monotonic() + timeout, now_iso()
+    logs = f"??_{said[0]}_*.log" if said else ""
+    before = set(job.logs_dir.glob(logs)) if said else set()
 
     def started() -> bool:
         entry = read_manifest(job).stages.get(stage)
-        return entry is not None and entry.state == "running" and (entry.updated or "") >= since
+        if entry is None or entry.state != "running" or (entry.updated or "") < since:
+            return False
+        return said is None or any(said[1] in p.read_text() for p in job.logs_dir.glob(logs) if p not in before)
 
     while not started():
         assert proc.poll() is None, f"the run ended before {stage} started:\n{log.read_text()[-3000:]}"
@@ -64,58 +79,75 @@ def wait_until_running(job: Job, stage: str, proc: subprocess.Popen, log: Path, 
         time.sleep(0.05)
 
 
+# The speech chain runs in one order, so one job is killed in each of its stages in turn. The music features
+# are submitted beside the chain and, with one CPU slot, take it before or after any of its stages: they get
+# a job of their own, killed in its first run.
+SERIES = (("silero_vad", "diarization", "asr", "second_pass_translation"), ("music_features",))
+
+
 @pytest.fixture(scope="module")
 def killed_job(prefect_server: str, hindi_job: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The Hindi demo's film again as a new job with the demo's settings, killed with SIGKILL once in each
-    model stage (each kill in the run that resumed from the one before), then run to the end."""
+    """For each kill point, its series' job: the Hindi demo's film again as a new job with the demo's settings,
+    killed with SIGKILL once at each point of the series (each kill in the run that resumed from the one before),
+    then run to the end."""
     from flows.demo import HINDI, demo_overrides
     from flows.prepare import prepare_job
 
     root = tmp_path_factory.mktemp("killed")
     film = hindi_job["film"]
     env = os.environ | {"OUT_ROOT": str(root / "out"), "PREFECT_API_URL": prefect_server}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OUT_ROOT", str(root / "out"))
-        job = prepare_job(film, demo_overrides(film.parent / f"{film.stem}.glossary.tsv", HINDI))
-    at_kill, ran, status = {}, {}, {}
-    for n, stage in enumerate(MODEL_STAGES):
-        log = root / f"run{n}.log"
-        proc = subprocess.Popen(subtitle_cmd(job.job_id), cwd=PROJECT, env=env, stdout=log.open("w"),
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        try:
-            wait_until_running(job, stage, proc, log)
-            time.sleep(0.3)  # into the stage's work (its model loading or decoding), not its first line
-            at_kill[stage], ran[stage] = states(job), executions(job)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        shown = subprocess.run([sys.executable, "-m", "flows.subtitle", "status", job.job_id], cwd=PROJECT, env=env,
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
-        status[stage] = shown.stdout
-    done = subprocess.run(subtitle_cmd(job.job_id), cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"job": job, "at_kill": at_kill, "ran": ran, "status": status, "final": states(job),
-            "ran_in_all": executions(job)}  # fmt: skip
+    records = {}
+    for series in SERIES:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OUT_ROOT", str(root / "out"))
+            job = prepare_job(film, demo_overrides(film.parent / f"{film.stem}.glossary.tsv", HINDI))
+        at_kill, ran, status = {}, {}, {}
+        for point in series:
+            stage, log_name = KILLS[point]
+            log = root / f"{job.job_id}.{point}.log"
+            proc = subprocess.Popen(subtitle_cmd(job.job_id), cwd=PROJECT, env=env, stdout=log.open("w"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            try:
+                # A part's body starts after its CPU slot; its log says so ("... on cpu") before the work.
+                wait_until_running(job, stage, proc, log, said=(log_name, " on cpu") if log_name != stage else None)
+                time.sleep(0.3)  # into the stage's work (its model loading or decoding), not its first line
+                at_kill[point], ran[point] = states(job), executions(job)
+            finally:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            shown = subprocess.run([sys.executable, "-m", "flows.subtitle", "status", job.job_id], cwd=PROJECT,
+                                   env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+            status[point] = shown.stdout
+        done = subprocess.run(subtitle_cmd(job.job_id), cwd=PROJECT, env=env, capture_output=True, text=True,
+                              timeout=900)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        final, ran_in_all = states(job), executions(job)
+        for point in series:
+            records[point] = {"job": job, "at_kill": at_kill[point], "ran": ran[point], "status": status[point],
+                              "final": final, "ran_in_all": ran_in_all}  # fmt: skip
+    return records
 
 
-@pytest.mark.parametrize("stage", MODEL_STAGES)
+@pytest.mark.parametrize("point", KILLS)
 def test_kill_9_in_a_model_stage_then_a_new_run_resumes_there_with_an_uninterrupted_runs_outputs(
-    killed_job: dict, hindi_job: dict, stage: str
+    killed_job: dict, hindi_job: dict, point: str
 ) -> None:
-    at_kill = killed_job["at_kill"][stage]
+    stage, log_name = KILLS[point]
+    killed = killed_job[point]
+    at_kill = killed["at_kill"]
     assert at_kill[stage] == "running"
-    line = next(row for row in killed_job["status"][stage].splitlines() if row.strip().startswith(stage))
-    assert "interrupted" in line, killed_job["status"][stage]
+    line = next(row for row in killed["status"].splitlines() if row.strip().startswith(stage))
+    assert "interrupted" in line, killed["status"]
     # What had finished never ran again in the runs after the kill (they took it from the cache); the
     # killed stage ran again and finished.
     finished = [name for name, state in at_kill.items() if state in {"done", "cached"}]
     assert finished, at_kill
-    assert {n: killed_job["ran_in_all"][n] for n in finished} == {n: killed_job["ran"][stage][n] for n in finished}
-    assert killed_job["ran_in_all"][stage] > killed_job["ran"][stage][stage]
-    assert killed_job["final"][stage] in {"done", "cached"}
+    assert {n: killed["ran_in_all"][n] for n in finished} == {n: killed["ran"][n] for n in finished}
+    assert killed["ran_in_all"][log_name] > killed["ran"][log_name]
+    assert killed["final"][stage] in {"done", "cached"}
     # Its document, and the film's subtitles, are the uninterrupted run's.
-    job: Job = killed_job["job"]
-    assert filecmp.cmp(job.dir / DOCUMENTS[stage], hindi_job["dir"] / DOCUMENTS[stage], shallow=False)
+    job: Job = killed["job"]
+    assert filecmp.cmp(job.dir / DOCUMENTS[point], hindi_job["dir"] / DOCUMENTS[point], shallow=False)
     for srt in sorted((hindi_job["dir"] / "output").glob("*.srt")):
         assert filecmp.cmp(srt, job.output_dir / srt.name, shallow=False), srt.name
 
