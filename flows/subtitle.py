@@ -70,12 +70,12 @@ def subtitle(
         run.start(detect_hardware(str(settings.out_root), settings.device))
         run.preflight()
         media = run.submit(demux)
-        music = run.submit(music_features, demux=media)  # lyrics_detection's audio half, beside the stages below
         cast = run.submit(tmdb)
         glossary = run.submit(pre_ner, tmdb=cast)
         speech = run.submit(silero_vad, demux=media)
         speakers = run.submit(diarization, demux=media, silero_vad=speech)
         transcript = run.submit(asr, demux=media, silero_vad=speech, diarization=speakers, pre_ner=glossary)
+        music = run.submit(music_features, demux=media)  # lyrics_detection's audio half: beside the above if room
         english = run.submit(second_pass_translation, demux=media, silero_vad=speech, asr=transcript, pre_ner=glossary)
         songs = run.submit(lyrics_detection, music_features=music, silero_vad=speech, asr=transcript)
         named = run.submit(post_ner, second_pass_translation=english, pre_ner=glossary)

@@ -870,6 +870,7 @@ class PipelineRun:
             retry_delay_seconds=delays or 0,
             on_completion=[self._on_completion],
         )
+        waits = self._waits(spec)
         future = task.submit(
             self.job,
             stage_settings,
@@ -877,10 +878,32 @@ class PipelineRun:
             upstream,
             self.settings.film if spec.uses_film else None,
             self.env,
+            wait_for=[self.futures[name] for name in waits],
         )
         self.futures[spec.name] = future
-        self.log.info("stage %s submitted%s", spec.name, " (forced to run again)" if refresh else "")
+        self.log.info(
+            "stage %s submitted%s%s",
+            spec.name,
+            " (forced to run again)" if refresh else "",
+            f" (after {', '.join(waits)}: no room beside them on this machine)" if waits else "",
+        )
         return future
+
+    def _waits(self, spec: StageSpec) -> list[str]:
+        """The heavy stages already submitted that a heavy part waits for where it could only take their CPU slot.
+
+        A part runs beside them where there is room: CPU slots to spare, or those stages on the accelerator.
+        With one slot and everything on the CPU it would only take turns with them, and it runs after them
+        instead, as its stage did before it had parts: their memory is given back before it starts.
+        """
+        if not (spec.part_of and spec.heavy) or self.env.cpu_slots > 1:
+            return []
+        by_name = {s.name: s for s in with_parts(self.specs)}
+        return [
+            name
+            for name in self.futures
+            if by_name[name].heavy and not (by_name[name].gpu and self.device(by_name[name].owner).accelerated)
+        ]
 
     def _on_completion(self, _task: Any, _task_run: Any, state: Any) -> None:
         """Runs for a stage that finished or came from the cache: the manifest and the run's progress."""
