@@ -73,6 +73,10 @@ class ProgressBoard:
                 row.state, row.fraction, row.message = "running", event.fraction or 0.0, event.message
                 row.started = row.started or now
             else:
+                # A stage whose part has run (lyrics_detection after its music features) goes on, not over.
+                going_on = event.state == "running" and row.state == "running" and row.ended is None
+                if going_on:
+                    return
                 row.state, row.message = event.state, event.message
                 if event.state == "running":
                     row.started, row.ended, row.fraction = now, None, 0.0

@@ -33,6 +33,19 @@ def test_a_pipe_gets_a_line_per_change_and_per_quarter() -> None:
     assert "\x1b" not in out.getvalue()
 
 
+def test_a_stage_that_goes_on_after_its_part_keeps_its_line() -> None:
+    """lyrics_detection's music features report under its name; its text half then starts: one stage, one count."""
+    out = io.StringIO()
+    board = ProgressBoard(["lyrics_detection"], out, live=False)
+    board(StageEvent("lyrics_detection", "running"))
+    board(StageEvent("lyrics_detection", "progress", 0.9, "music features done"))
+    board(StageEvent("lyrics_detection", "running"))
+    assert board.rows["lyrics_detection"].fraction == 0.9
+    board(StageEvent("lyrics_detection", "done"))
+    lines = [line.split()[:2] for line in out.getvalue().splitlines()]
+    assert lines == [["lyrics_detection", "0%"], ["lyrics_detection", "90%"], ["lyrics_detection", "done"]]
+
+
 def test_a_terminal_gets_one_line_per_stage_redrawn_in_place() -> None:
     out = io.StringIO()
     board = ProgressBoard(STAGES, out, live=True)
