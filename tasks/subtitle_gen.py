@@ -35,6 +35,7 @@ from tasks.subtitle_layout import (
     Rules,
     Tagger,
     Unit,
+    Word,
     check_hard_limits,
     plan_events,
     spacy_tagger,
@@ -96,6 +97,36 @@ def in_regions(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
     return any(float(r["start"]) <= middle <= float(r["end"]) for r in regions)
 
 
+SENTENCE_END = (".", "?", "!", "…")
+
+
+def sung_runs(words: list[Word], regions: list[dict[str, Any]], sung: bool) -> list[tuple[list[Word], bool]]:
+    """A segment's words in runs of whole sentences, each sung when at least half its time lies in a song.
+
+    Whisper can join the line said just before a song to the song's first lines in one segment, which
+    then lies mostly in the song (30-minute bench film: "We need more chairs for the guests in the
+    garden." shown as lyrics). A segment that meets no song keeps the lyrics stage's word for it.
+    """
+    start, end = words[0].start, words[-1].end
+    if not any(float(r["start"]) < end and start < float(r["end"]) for r in regions):
+        return [(words, sung)]
+    sentences: list[list[Word]] = [[]]
+    for word in words:
+        sentences[-1].append(word)
+        if word.text.rstrip("\"')]»”’").endswith(SENTENCE_END):
+            sentences.append([])
+    runs: list[tuple[list[Word], bool]] = []
+    for sentence in filter(None, sentences):
+        first, last = sentence[0].start, sentence[-1].end
+        inside = sum(max(0.0, min(last, float(r["end"])) - max(first, float(r["start"]))) for r in regions)
+        lyric = inside >= 0.5 * max(last - first, 1e-6)
+        if runs and runs[-1][1] == lyric:
+            runs[-1][0].extend(sentence)
+        else:
+            runs.append((list(sentence), lyric))
+    return runs
+
+
 def speech_units(
     segments: list[dict[str, Any]], songs: dict[str, Any] | None, *, id_keys: tuple[str, ...], keep_songs: bool = True
 ) -> list[Unit]:
@@ -114,13 +145,13 @@ def speech_units(
             value = segment.get(key)
             ids |= {str(v) for v in value} if isinstance(value, list) else {str(value)} if value is not None else set()
         lyric = bool(ids & lyric_ids) or in_regions(start, end, regions)
-        if lyric and not keep_songs:
-            continue
         words = timed_words(str(segment.get("text", "")), segment.get("words") or [], start, end)
-        if words:
-            units.append(
-                Unit(id=str(segment.get("id", index)), words=tuple(words), speaker=segment.get("speaker"), lyric=lyric)
-            )
+        runs = sung_runs(words, regions, lyric) if words and segment.get("words") else [(words, lyric)]
+        for run, sung in runs:
+            if run and not (sung and not keep_songs):
+                units.append(
+                    Unit(id=str(segment.get("id", index)), words=tuple(run), speaker=segment.get("speaker"), lyric=sung)
+                )
     return units
 
 
@@ -143,7 +174,7 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-@stage("subtitle_gen", version="5")
+@stage("subtitle_gen", version="6")
 def subtitle_gen(
     ctx: StageContext,
     settings: SubtitleSettings,

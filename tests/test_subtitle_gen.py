@@ -194,3 +194,30 @@ def test_clip_start_shifts_times_to_the_film(tmp_path: Path, film: Path) -> None
     )
     srt = pysubs2.load(str(job.output_dir / "Dil Se Test.en.srt"))
     assert srt[0].start == 101_000
+
+
+def test_a_line_said_before_a_song_in_the_songs_first_segment_stays_dialogue() -> None:
+    """Whisper joined the line before a song to the song's first lines in one segment, which lay mostly in
+    the song (the 30-minute bench film): each sentence is judged by its own time; the sung ones stay lyrics,
+    and with songs left out only they go."""
+    from tasks.subtitle_gen import speech_units
+
+    said = words("We need more chairs for the guests in the garden.", 386.84, 390.48)
+    sung = words("Under the silver moon we danced tonight.", 397.53, 400.70)
+    more = words("Hold my hand and never let it go.", 401.34, 404.58)
+    segment = {"id": 33, "start": 386.84, "end": 404.58, "speaker": "SPEAKER_01",
+               "text": "We need more chairs for the guests in the garden. Under the silver moon we danced tonight. "
+                       "Hold my hand and never let it go.", "words": said + sung + more}  # fmt: skip
+    songs = {"regions": [{"start": 389.5, "end": 415.0}], "lyric_segment_ids": [33]}
+    units = speech_units([segment], songs, id_keys=("id",))
+    assert [(" ".join(w.text for w in u.words), u.lyric) for u in units] == [
+        ("We need more chairs for the guests in the garden.", False),
+        ("Under the silver moon we danced tonight. Hold my hand and never let it go.", True),
+    ]
+    left = speech_units([segment], songs, id_keys=("id",), keep_songs=False)
+    assert [u.lyric for u in left] == [False] and len(left[0].words) == 10
+    # A segment that meets no song keeps the lyrics stage's word for it; one without word times stays whole.
+    away = segment | {"start": 100.0, "end": 110.0, "words": words(segment["text"], 100.0, 110.0)}
+    assert [u.lyric for u in speech_units([away], songs, id_keys=("id",))] == [True]
+    bare = segment | {"words": []}
+    assert [u.lyric for u in speech_units([bare], songs, id_keys=("id",))] == [True]
