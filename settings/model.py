@@ -255,9 +255,12 @@ def _env_value(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def settings_digest(model: BaseModel) -> str:
-    """Hash of what a (sub-)model says, for cache keys. Secrets are never part of it."""
+def settings_digest(model: BaseModel, only: tuple[str, ...] | None = None) -> str:
+    """Hash of what a (sub-)model says, for cache keys (of its fields in `only`, when given). Secrets are
+    never part of it."""
     import hashlib
 
     data = model.cache_relevant() if isinstance(model, StageSettings) else model.model_dump(mode="json")
+    if only is not None:
+        data = {name: value for name, value in data.items() if name in only}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -17,7 +17,6 @@ import errno
 import fcntl
 import hashlib
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -133,19 +132,13 @@ class StageSpec:
         film: FilmSettings | None,
         env: RunEnv,
     ) -> str:
-        parts = [self.name, f"v{self.version}", job_id, self._settings_digest(settings)]
+        parts = [self.name, f"v{self.version}", job_id, settings_digest(settings, self.settings_read)]
         parts += [f"{name}:{upstream[name].digest()}" for name in sorted(upstream)]
         if self.uses_film and film is not None:
             parts.append(settings_digest(film))
         parts += [f"{name}:{bool(env.secrets.get(name))}" for name in self.secrets]
         tail = hashlib.sha256("|".join(parts[3:]).encode()).hexdigest()[:24]
         return f"{self.name}-v{self.version}-{job_id}-{tail}"
-
-    def _settings_digest(self, settings: StageSettings) -> str:
-        if self.settings_read is None:
-            return settings_digest(settings)
-        data = {name: value for name, value in settings.cache_relevant().items() if name in self.settings_read}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def task(self) -> Any:

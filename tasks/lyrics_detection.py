@@ -209,15 +209,15 @@ def refined_edges(
     return out
 
 
+def mostly_sung(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
+    """At least half of [start, end] lies inside the songs: what makes a line of the transcript a sung one."""
+    inside = sum(max(0.0, min(end, float(r["end"])) - max(start, float(r["start"]))) for r in regions)
+    return inside >= 0.5 * max(end - start, 1e-6)
+
+
 def lyric_segment_ids(segments: list[dict[str, Any]], regions: list[dict[str, float]]) -> list[Any]:
     """Ids of transcript segments with at least half their time inside a song."""
-    ids = []
-    for segment in segments:
-        start, end = float(segment["start"]), float(segment["end"])
-        inside = sum(max(0.0, min(end, r["end"]) - max(start, r["start"])) for r in regions)
-        if inside >= 0.5 * max(end - start, 1e-6):
-            ids.append(segment.get("id"))
-    return ids
+    return [s.get("id") for s in segments if mostly_sung(float(s["start"]), float(s["end"]), regions)]
 
 
 @stage_part("lyrics_detection", "music_features", version="1", settings_read=("window_s",), heavy=True)

@@ -28,6 +28,7 @@ from tasks.documents import (
     Transcript,
 )
 from tasks.kernel import stage
+from tasks.lyrics_detection import mostly_sung
 from tasks.subtitle_formats import qc_markdown, render, subtitle_file
 from tasks.subtitle_layout import (
     HARD_RULES,
@@ -105,7 +106,8 @@ def sung_runs(words: list[Word], regions: list[dict[str, Any]], sung: bool) -> l
 
     Whisper can join the line said just before a song to the song's first lines in one segment, which
     then lies mostly in the song (30-minute bench film: "We need more chairs for the guests in the
-    garden." shown as lyrics). A segment that meets no song keeps the lyrics stage's word for it.
+    garden." shown as lyrics). The rule is the lyrics stage's own for whole segments
+    (`tasks.lyrics_detection.mostly_sung`); a segment that meets no song keeps that stage's word for it.
     """
     start, end = words[0].start, words[-1].end
     if not any(float(r["start"]) < end and start < float(r["end"]) for r in regions):
@@ -117,9 +119,7 @@ def sung_runs(words: list[Word], regions: list[dict[str, Any]], sung: bool) -> l
             sentences.append([])
     runs: list[tuple[list[Word], bool]] = []
     for sentence in filter(None, sentences):
-        first, last = sentence[0].start, sentence[-1].end
-        inside = sum(max(0.0, min(last, float(r["end"])) - max(first, float(r["start"]))) for r in regions)
-        lyric = inside >= 0.5 * max(last - first, 1e-6)
+        lyric = mostly_sung(sentence[0].start, sentence[-1].end, regions)
         if runs and runs[-1][1] == lyric:
             runs[-1][0].extend(sentence)
         else:

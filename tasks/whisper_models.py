@@ -566,9 +566,10 @@ def packed_windows(
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32), clips, offsets
 
 
-# A failed window's last try samples from 0.2: temperature 0 is the beam search it has had twice by then,
-# and above 0.6 tiny's and base's samples were nonsense.
-FALLBACK = [0.2, 0.4, 0.6]
+# A lone retry's temperature fallback: above 0.6 tiny's and base's samples were nonsense, and each step costs
+# time. A failed window's last try starts at 0.2: temperature 0 is the beam search it has had twice by then.
+RETRY_TEMPERATURES = [0.0, 0.2, 0.4, 0.6]
+FALLBACK = RETRY_TEMPERATURES[1:]
 NO_REPEATS = {"no_repeat_ngram_size": 3}  # a failed window's second try: a loop cannot start again
 
 

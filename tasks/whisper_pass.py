@@ -27,6 +27,7 @@ from tasks.devanagari import latin_share
 from tasks.memory import loaded
 from tasks.whisper_models import (
     NAMES_INTRO,
+    RETRY_TEMPERATURES,
     Audio,
     Decoded,
     ModelChoice,
@@ -133,9 +134,6 @@ def english_check(terms: list[str], failure: str, latin_only: bool = False) -> C
         return f"{failure} ({share:.0%} English words)" if share < ENGLISH_WORDS else None
 
     return check
-
-
-RETRY_TEMPERATURES = [0.0, 0.2, 0.4, 0.6]  # above these, base's retries were nonsense, and each step costs time
 
 
 def retry_prompt(request: PassRequest) -> dict[str, Any]:
