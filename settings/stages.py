@@ -117,6 +117,11 @@ class WhisperDecoding(BaseModel):
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
+    name_check: bool = Field(
+        True,
+        description="Where a pass writes English, words Whisper was unsure of that are spelt like a glossary name "
+        "become the name when Whisper, reading the audio again, finds it about as likely (tasks/name_check.py).",
+    )
     stock_phrases: list[str] = Field(
         default_factory=lambda: ["thanks for watching", "thank you for watching", "subscribe", "like and subscribe"]
     )

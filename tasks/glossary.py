@@ -366,6 +366,11 @@ def is_ordinary_word(word: str) -> bool:
     return word in _lexicon()
 
 
+def is_stop_word(word: str) -> bool:
+    """True for spaCy's English stop words (you, me, the): said as themselves, never a misheard name."""
+    return fold(word).strip("'.") in _lexicon().stop_words
+
+
 def is_title(word: str) -> bool:
     return fold(word).rstrip(".") in TITLES
 

@@ -578,6 +578,8 @@ class WhisperDecoder:
 
     `unprompted` overrides those options where the names in the prompt are to go (the pass keeps only
     the prompt's script-setting part), and `recites` tells whether a text recites the prompt's names.
+    With `names`, each batch's text goes through the name check (`tasks.name_check`) while the batch's
+    encoder output is still at hand; `respellings` records what it changed.
     """
 
     def __init__(
@@ -589,12 +591,13 @@ class WhisperDecoder:
         prompt_tokens: int = 0,
         unprompted: dict[str, Any] | None = None,
         recites: Callable[[list[Decoded]], bool] | None = None,
+        names: list[str] | None = None,
     ) -> None:
-        from faster_whisper import BatchedInferencePipeline
-
         self.whisper = whisper
         self.limit = token_limit(prompt_tokens)
-        self.batched = BatchedInferencePipeline(whisper.model)
+        self.batched = encoder_keeping_pipeline(whisper.model)
+        self.names = names or []
+        self.respellings: list[dict[str, Any]] = []
         self.language = language
         self.task = task
         self.chunk_s = chunk_s
@@ -685,20 +688,113 @@ class WhisperDecoder:
                 **self.budgeted(opts, longest),
             )  # fmt: skip
             out |= {index: [] for index in indices}
+            placed: list[tuple[int, float, Decoded]] = []  # (row in the batch, start within the window, segment)
             for seg in segments:
                 at = _chunk_of(seg.seek / self.whisper.model.frames_per_second, clips)
-                out[indices[at]].append(_decoded(seg, indices[at], offsets[at]))
+                decoded = _decoded(seg, indices[at], offsets[at])
+                out[indices[at]].append(decoded)
+                placed.append((at, seg.start - clips[at]["start"], decoded))
+            if self.names:
+                self.check_names(placed, [c["end"] - c["start"] for c in clips])
+            self.batched.kept = None  # the encoder output goes with its batch
             del packed, segments
             trim_heap()
             if on_batch is not None:
                 on_batch(min(first + batch_size, len(chunks)), len(chunks))
         return out
 
+    def check_names(self, placed: list[tuple[int, float, Decoded]], durations: list[float]) -> None:
+        """Respell, in place, the runs of words the name check finds to be names (see `tasks.name_check`).
+
+        Each sentence with candidates costs one decoder pass per text over the sentence's tokens (a
+        sentence rather than the segment: the cost grows with the tokens), against the encoder output of
+        its window from the batch just decoded, with the prompt that batch had and a timestamp token
+        where the sentence starts, as Whisper writes one before each segment.
+        """
+        from tasks.name_check import Candidate, chosen, name_candidates, respelt, sentences, with_name
+
+        pipeline = self.batched
+        if pipeline.kept is None:
+            return
+        encoded, tokenizer, options = pipeline.kept
+        previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
+        prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
+        for row, start_s, seg in placed:
+            candidates = name_candidates(seg.words, self.names)
+            if not candidates:
+                continue
+            gains: list[float] = []
+            ordered: list[Candidate] = []
+            for sentence in sentences(seg.words):
+                inside = [c for c in candidates if c.first in sentence]
+                if not inside:
+                    continue
+                words = seg.words[sentence.start : sentence.stop]
+                shifted = [replace(c, first=c.first - sentence.start, last=c.last - sentence.start) for c in inside]
+                texts = [join_words(words)] + [join_words(with_name(words, c)) for c in shifted]
+                begins = start_s + float(words[0]["start"]) - seg.start
+                at = tokenizer.timestamp_begin + min(1500, max(0, int(begins / 0.02)))
+                frames = min(N_FRAMES, math.ceil(durations[row] * 100))
+                results = self.whisper.model.model.align(
+                    encoder_rows(encoded, row, len(texts)), [*prompt, at],
+                    [tokenizer.encode(" " + text) for text in texts], [frames] * len(texts),
+                )  # fmt: skip
+                scores = [float(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)).sum()) for r in results]
+                gains += [score - scores[0] for score in scores[1:]]
+                ordered += inside
+            taken = chosen(ordered, gains)
+            if not taken:
+                continue
+            words = respelt(seg.words, taken)
+            if self.recites is not None and self.recites([replace(seg, words=words)]) and not self.recites([seg]):
+                continue  # names in a row now read like the prompt's list, which the guards would cut
+            heard = [join_words(seg.words[c.first : c.last]) for c, _gain in taken]
+            before = seg.text
+            seg.words, seg.text = words, join_words(words)
+            for (candidate, gain), said in zip(taken, heard, strict=True):
+                self.respellings.append(
+                    {"start": seg.start, "end": seg.end, "text": before, "after": seg.text,
+                     "reason": f"name check: {said!r} heard as {candidate.name!r} ({gain:+.1f} nats)",
+                     "action": "changed"}
+                )  # fmt: skip
+
     def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
         opts = self.budgeted(opts, chunk["end"] - chunk["start"])
         segments, _info = self.whisper.model.transcribe(audio.window(chunk["start"], chunk["end"]), **opts)
         return [_decoded(seg, index, chunk["start"]) for seg in segments]
+
+
+N_FRAMES = 3000  # mel frames of a 30 s window
+
+
+def encoder_keeping_pipeline(model: Any) -> Any:
+    """faster-whisper's batched pipeline, keeping the last batch's encoder output, tokenizer and options
+    (`kept`, until the decoder drops it): the name check scores texts against audio already encoded."""
+    from faster_whisper import BatchedInferencePipeline
+
+    class EncoderKeeping(BatchedInferencePipeline):
+        kept: tuple[Any, Any, Any] | None = None
+
+        def generate_segment_batched(self, features: Any, tokenizer: Any, options: Any) -> Any:
+            encoder_output, outputs = super().generate_segment_batched(features, tokenizer, options)
+            self.kept = (encoder_output, tokenizer, options)
+            return encoder_output, outputs
+
+    return EncoderKeeping(model)
+
+
+def encoder_rows(encoded: Any, row: int, count: int) -> Any:
+    """`count` copies of one window's encoder output, as CTranslate2 takes them (one per text to score)."""
+    import ctranslate2
+
+    if encoded.device == "cpu":
+        window = np.asarray(encoded)[row : row + 1]
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(window, count, axis=0)))
+    import torch  # a CUDA StorageView: torch reads it on the GPU without a copy to the host
+
+    on_gpu = torch.as_tensor(encoded, device=f"cuda:{encoded.device_index}")[row : row + 1]
+    return ctranslate2.StorageView.from_array(on_gpu.repeat(count, 1, 1).contiguous())
 
 
 WHISPER_CONTEXT = 448  # tokens of Whisper's decoder context: the prompt and the new tokens share it

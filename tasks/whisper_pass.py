@@ -25,6 +25,7 @@ from settings.stages import WhisperDecoding
 from tasks.asr_guards import GuardSettings, Record, apply_guards, recites, record, repeated_across
 from tasks.devanagari import latin_share
 from tasks.memory import loaded
+from tasks.name_check import name_forms
 from tasks.whisper_models import (
     NAMES_INTRO,
     RETRY_TEMPERATURES,
@@ -82,6 +83,12 @@ class PassResult:
     redecoded: int
     compute_type: str
     batch_size: int
+
+
+def checks_names(decoding: WhisperDecoding, language: str, task: str) -> bool:
+    """The name check runs where it is on and the pass writes English (transcribed, or translated into it):
+    the names it knows are spelt in Latin letters."""
+    return decoding.name_check and (task == "translate" or language == "en")
 
 
 def guarded(decoded: list[Decoded], speech: list[dict[str, float]], cfg: GuardSettings,
@@ -403,6 +410,7 @@ def whisper_pass(
             prompt.tokens,
             retry_prompt(request),
             lambda decoded: recites(decoded, list(prompt.terms)),
+            names=name_forms(list(prompt.terms)) if checks_names(decoding, language, request.task) else [],
         )
 
         def on_batch(done: int, total: int) -> None:
@@ -427,6 +435,9 @@ def whisper_pass(
         if request.check is not None:
             kept, records = rechecked(decoder, audio, speech, kept, request, cfg, log)
             filtered += records
+        for rec in decoder.respellings:
+            log.info("%s [%.2f-%.2f]: %r -> %r", rec["reason"], rec["start"], rec["end"], rec["text"], rec["after"])
+        filtered = decoder.respellings + filtered
         redecoded = decoder.redecoded + sum(r["action"] == "redecoded" for r in filtered)
         del whisper, decoder
     return PassResult(

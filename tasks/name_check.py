@@ -1,0 +1,158 @@
+"""Names Whisper misheard, put right by Whisper itself listening again.
+
+A run of up to three words that Whisper was unsure of and that is spelt like a glossary name
+("Noya" for Zoya, "my song" for Mysore, "Androha" for Rohan) is a candidate. Whisper then reads
+the segment's audio twice with the pass's prompt, forced through its own text and through the
+text with the name in place of the run (`WhisperDecoder` scores both from the encoder output it
+already has), and the name goes in when that text is at most `BONUS_NATS` less likely.
+
+Why a bonus and not "the likelier text wins": the names are what the film is known to contain, so
+a small loss of likelihood is worth a name, the way contextual biasing weights a known list. On the
+bench films (tiny.en), the true corrections scored from -2.0 to +4.2 nats against the decoded text;
+a word turned into a name that was not said scored -3.0 (a misheard name taken for another name)
+and mostly -10 to -25. Spelling alone cannot tell these apart ("Moira" is as close to Meera as to
+Zoya, which was said), and post_ner, which has only the text, keeps refusing such distant matches.
+
+The plain functions here choose candidates and apply the winners; `WhisperDecoder.check_names`
+does the listening.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rapidfuzz import fuzz
+
+from tasks.glossary import is_ordinary_word, is_stop_word, romanisation_key
+
+UNSURE = 0.5  # a word below this probability is one Whisper was unsure of
+BONUS_NATS = 3.0  # how much less likely the text with the name may be and still win
+AMBIGUOUS_NATS = 1.0  # two names within this of each other for the same words: neither
+MAX_WORDS = 2  # "my song" for Mysore: a name heard as two words
+MIN_SIMILARITY = 50.0  # rapidfuzz ratio of the romanisation keys, 0-100
+ORDINARY_SIMILARITY = 60.0  # a single ordinary English word must look more like the name ("road" vs "Rohan")
+
+_LETTERS = re.compile(r"^[^\w']+|[^\w']+$")
+_OPENING = re.compile(r"^\s*[^\w\s']*")  # a word's leading space and opening quote
+_CLOSING = re.compile(r"[^\w\s']*\s*$")  # its closing punctuation
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    first: int  # index of the first word replaced
+    last: int  # one past the last
+    name: str
+
+
+def core(word: str) -> str:
+    """A word without the punctuation around it ("Noya," -> "Noya")."""
+    return _LETTERS.sub("", word.strip())
+
+
+def name_forms(terms: Sequence[str]) -> list[str]:
+    """The names a run of words may turn into: each Latin-script term, and each word of one that has several
+    ("Baldev Singh" -> also Baldev, Singh), since a film says first names alone."""
+    forms: list[str] = []
+    for term in terms:
+        words = term.split()
+        if not term or not all(_WORD.fullmatch(w) and w.isascii() for w in words):
+            continue  # a Devanagari prompt seed or a term with digits: not a name to hear in Latin letters
+        forms.append(term)
+        forms.extend(w for w in words if len(words) > 1 and len(w) >= 3 and not is_ordinary_word(w))
+    return list(dict.fromkeys(forms))
+
+
+def _key(text: str) -> str:
+    return romanisation_key(text).replace(" ", "")
+
+
+def looks_like(span: list[str], name: str) -> bool:
+    """Whether words could be the name misheard: spelt alike (on the romanisation key), of a like length,
+    and not one function word ("you" is never Zoya) nor one ordinary word only loosely alike."""
+    key, target = _key(" ".join(span)), _key(name)
+    if not key or not 0.5 * len(target) <= len(key) <= 2 * len(target):
+        return False
+    needed = MIN_SIMILARITY
+    if len(span) == 1:
+        if is_stop_word(span[0]):
+            return False
+        if is_ordinary_word(span[0]):
+            needed = ORDINARY_SIMILARITY
+    return fuzz.ratio(key, target) >= needed
+
+
+def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[Candidate]:
+    """Runs of words in a segment that may be a misheard name: at least one word Whisper was unsure of,
+    no name among them, no punctuation inside the run."""
+    known = {n.casefold() for n in names}
+    cores = [core(str(w.get("word") or "")) for w in words]
+    out: list[Candidate] = []
+    for first in range(len(words)):
+        for last in range(first + 1, min(first + MAX_WORDS, len(words)) + 1):
+            span = cores[first:last]
+            if not all(_WORD.fullmatch(c) for c in span):
+                break  # a number, a dash, a word of no letters
+            if any(str(w["word"]).strip() != c for w, c in zip(words[first : last - 1], span, strict=False)):
+                break  # punctuation inside the run: a comma ends a name
+            if any(c.casefold() in known or c.casefold().removesuffix("'s") in known for c in span):
+                break
+            if min(float(w.get("probability", 1.0)) for w in words[first:last]) >= UNSURE:
+                continue
+            out.extend(Candidate(first, last, name) for name in names if looks_like(span, name))
+    return out
+
+
+def sentences(words: list[dict[str, Any]]) -> list[range]:
+    """Word indices of each sentence (a word ending in . ? or ! ends one): the text the check reads."""
+    out, first = [], 0
+    for index, word in enumerate(words):
+        if str(word.get("word") or "").rstrip().endswith((".", "?", "!")):
+            out.append(range(first, index + 1))
+            first = index + 1
+    if first < len(words):
+        out.append(range(first, len(words)))
+    return out
+
+
+def with_name(words: list[dict[str, Any]], candidate: Candidate) -> list[dict[str, Any]]:
+    """The words with the run replaced by the name, as one word over the run's time, its punctuation kept."""
+    run = words[candidate.first : candidate.last]
+    opening = _OPENING.match(str(run[0]["word"]))
+    closing = _CLOSING.search(str(run[-1]["word"]))
+    word = dict(run[0]) | {
+        "word": f"{opening.group(0) if opening else ''}{candidate.name}{closing.group(0) if closing else ''}",
+        "end": run[-1]["end"],
+        "probability": min(float(w.get("probability", 1.0)) for w in run),
+    }
+    return [*words[: candidate.first], word, *words[candidate.last :]]
+
+
+def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candidate, float]]:
+    """The respellings to make: within the bonus, clearly ahead of any other name for the same words,
+    and not overlapping a better one; in word order."""
+    best: dict[tuple[int, int], list[tuple[float, Candidate]]] = {}
+    for candidate, gain in zip(candidates, gains, strict=True):
+        best.setdefault((candidate.first, candidate.last), []).append((gain, candidate))
+    ranked: list[tuple[float, Candidate]] = []
+    for options in best.values():
+        options.sort(key=lambda item: item[0], reverse=True)
+        gain, candidate = options[0]
+        if gain < -BONUS_NATS or (len(options) > 1 and options[1][0] >= gain - AMBIGUOUS_NATS):
+            continue
+        ranked.append((gain, candidate))
+    taken: list[tuple[Candidate, float]] = []
+    for gain, candidate in sorted(ranked, key=lambda item: item[0], reverse=True):
+        if all(candidate.last <= other.first or candidate.first >= other.last for other, _ in taken):
+            taken.append((candidate, gain))
+    return sorted(taken, key=lambda item: item[0].first)
+
+
+def respelt(words: list[dict[str, Any]], taken: list[tuple[Candidate, float]]) -> list[dict[str, Any]]:
+    """The words with every chosen respelling made (from the last, so earlier indices hold)."""
+    for candidate, _gain in sorted(taken, key=lambda item: item[0].first, reverse=True):
+        words = with_name(words, candidate)
+    return words
