@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -598,6 +599,7 @@ class WhisperDecoder:
         self.batched = encoder_keeping_pipeline(whisper.model)
         self.names = names or []
         self.respellings: list[dict[str, Any]] = []
+        self.name_checks = NameCheckCost()
         self.language = language
         self.task = task
         self.chunk_s = chunk_s
@@ -719,6 +721,7 @@ class WhisperDecoder:
         encoded, tokenizer, options = pipeline.kept
         previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
         prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
+        started = time.monotonic()
         for row, start_s, seg in placed:
             candidates = name_candidates(seg.words, self.names)
             if not candidates:
@@ -742,6 +745,8 @@ class WhisperDecoder:
                 scores = [float(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)).sum()) for r in results]
                 gains += [score - scores[0] for score in scores[1:]]
                 ordered += inside
+                self.name_checks.sentences += 1
+                self.name_checks.texts += len(texts)
             taken = chosen(ordered, gains)
             if not taken:
                 continue
@@ -757,6 +762,7 @@ class WhisperDecoder:
                      "reason": f"name check: {said!r} heard as {candidate.name!r} ({gain:+.1f} nats)",
                      "action": "changed"}
                 )  # fmt: skip
+        self.name_checks.seconds += time.monotonic() - started
 
     def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
@@ -766,6 +772,15 @@ class WhisperDecoder:
 
 
 N_FRAMES = 3000  # mel frames of a 30 s window
+
+
+@dataclass
+class NameCheckCost:
+    """What the name check read, for the log: sentences, texts scored (each one decoder pass), seconds."""
+
+    sentences: int = 0
+    texts: int = 0
+    seconds: float = 0.0
 
 
 def encoder_keeping_pipeline(model: Any) -> Any:

@@ -435,6 +435,10 @@ def whisper_pass(
         if request.check is not None:
             kept, records = rechecked(decoder, audio, speech, kept, request, cfg, log)
             filtered += records
+        if decoder.names:
+            cost = decoder.name_checks
+            log.info("name check: %d sentences read again (%d texts scored) in %.1f s, %d names respelt",
+                     cost.sentences, cost.texts, cost.seconds, len(decoder.respellings))  # fmt: skip
         for rec in decoder.respellings:
             log.info("%s [%.2f-%.2f]: %r -> %r", rec["reason"], rec["start"], rec["end"], rec["text"], rec["after"])
         filtered = decoder.respellings + filtered

@@ -947,7 +947,7 @@ def test_failed_windows_are_decoded_again_together_without_repeats_then_alone_wi
     decoder.__dict__ |= {"whisper": LoadedWhisper(model, DECODE_DEFAULTS | {"initial_prompt": names}),
                          "limit": 400, "batched": model, "language": "en", "task": "transcribe", "chunk_s": 20.0,
                          "unprompted": {"initial_prompt": None, "hotwords": None}, "redecoded": 0,
-                         "names": [], "respellings": [],
+                         "names": [], "respellings": [], "name_checks": None,
                          "recites": lambda decoded: recites(decoded, ["Raj", "Simran", "Amritsar"])}  # fmt: skip
     out = decoder.decode(audio, [{"start": 10.0 * n, "end": 10.0 * n + 8.0} for n in range(6)], batch_size=4)
     assert model.batches == [
