@@ -54,6 +54,8 @@ def test_function_words_names_and_punctuation_are_never_candidates() -> None:
     assert name_candidates(words_of("Zoya, Kabir.", unsure=("Zoya", "Kabir")), NAMES) == []
     crossing = name_candidates(words_of("tell me, or else", unsure=("me", "or")), ["Meera"])
     assert all(not (c.first == 1 and c.last == 3) for c in crossing)
+    # Words far longer than the name are not the name misheard.
+    assert name_candidates(words_of("The teacher wants you.", unsure=("teacher",)), ["Tara"]) == []
     # An ordinary English word must look more like the name than a made-up word as far from it.
     assert name_candidates(words_of("my Grandma said", unsure=("Grandma",)), ["Rohan"]) == []
     assert Candidate(1, 2, "Rohan") in name_candidates(words_of("my Grandmo said", unsure=("Grandmo",)), ["Rohan"])
