@@ -706,47 +706,23 @@ class WhisperDecoder:
         return out
 
     def check_names(self, placed: list[tuple[int, float, Decoded]], durations: list[float]) -> None:
-        """Respell, in place, the runs of words the name check finds to be names (see `tasks.name_check`).
+        """Respell, in place, the runs of words the name check finds to be names (see `tasks.name_check`),
+        for the segments of the batch just decoded: (row in the batch, start within its window, segment)."""
+        from tasks.name_check import Candidate, chosen, name_candidates, respelt, sentences
 
-        Each sentence with candidates costs one decoder pass per text over the sentence's tokens (a
-        sentence rather than the segment: the cost grows with the tokens), against the encoder output of
-        its window from the batch just decoded, with the prompt that batch had and a timestamp token
-        where the sentence starts, as Whisper writes one before each segment.
-        """
-        from tasks.name_check import Candidate, chosen, name_candidates, respelt, sentences, with_name
-
-        pipeline = self.batched
-        if pipeline.kept is None:
+        if self.batched.kept is None:
             return
-        encoded, tokenizer, options = pipeline.kept
-        previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
-        prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
         started = time.monotonic()
         for row, start_s, seg in placed:
             candidates = name_candidates(seg.words, self.names)
-            if not candidates:
-                continue
             gains: list[float] = []
             ordered: list[Candidate] = []
-            for sentence in sentences(seg.words):
+            for sentence in sentences(seg.words) if candidates else []:
                 inside = [c for c in candidates if c.first in sentence]
-                if not inside:
-                    continue
-                words = seg.words[sentence.start : sentence.stop]
-                shifted = [replace(c, first=c.first - sentence.start, last=c.last - sentence.start) for c in inside]
-                texts = [join_words(words)] + [join_words(with_name(words, c)) for c in shifted]
-                begins = start_s + float(words[0]["start"]) - seg.start
-                at = tokenizer.timestamp_begin + min(1500, max(0, int(begins / 0.02)))
-                frames = min(N_FRAMES, math.ceil(durations[row] * 100))
-                results = self.whisper.model.model.align(
-                    encoder_rows(encoded, row, len(texts)), [*prompt, at],
-                    [tokenizer.encode(" " + text) for text in texts], [frames] * len(texts),
-                )  # fmt: skip
-                scores = [float(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)).sum()) for r in results]
-                gains += [score - scores[0] for score in scores[1:]]
-                ordered += inside
-                self.name_checks.sentences += 1
-                self.name_checks.texts += len(texts)
+                if inside:
+                    begins_s = start_s + float(seg.words[sentence.start]["start"]) - seg.start
+                    gains += self.sentence_gains(row, begins_s, durations[row], seg.words, sentence, inside)
+                    ordered += inside
             taken = chosen(ordered, gains)
             if not taken:
                 continue
@@ -763,6 +739,33 @@ class WhisperDecoder:
                      "action": "changed"}
                 )  # fmt: skip
         self.name_checks.seconds += time.monotonic() - started
+
+    def sentence_gains(self, row: int, begins_s: float, window_s: float, words: list[dict[str, Any]],
+                       sentence: range, candidates: list[Any]) -> list[float]:  # fmt: skip
+        """How much likelier (in nats) Whisper finds the sentence with each candidate's name than as written.
+
+        One decoder pass per text over the sentence's tokens (a sentence rather than the segment: the cost
+        grows with the tokens), against the encoder output of the sentence's window in the batch just
+        decoded, with the prompt that batch had and a timestamp token where the sentence starts, as
+        Whisper writes one before each segment.
+        """
+        from tasks.name_check import with_name
+
+        encoded, tokenizer, options = self.batched.kept
+        previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
+        prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
+        said = words[sentence.start : sentence.stop]
+        shifted = [replace(c, first=c.first - sentence.start, last=c.last - sentence.start) for c in candidates]
+        texts = [join_words(said)] + [join_words(with_name(said, c)) for c in shifted]
+        at = tokenizer.timestamp_begin + min(1500, max(0, int(begins_s / 0.02)))
+        results = self.whisper.model.model.align(
+            encoder_rows(encoded, row, len(texts)), [*prompt, at], [tokenizer.encode(" " + t) for t in texts],
+            [min(N_FRAMES, math.ceil(window_s * 100))] * len(texts),
+        )  # fmt: skip
+        scores = [float(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)).sum()) for r in results]
+        self.name_checks.sentences += 1
+        self.name_checks.texts += len(texts)
+        return [score - scores[0] for score in scores[1:]]
 
     def decode_alone(self, audio: Audio, chunk: dict[str, float], index: int, opts: dict[str, Any]) -> list[Decoded]:
         """One window with the sequential decoder: temperature fallback and Whisper's no-speech skip."""
