@@ -27,6 +27,7 @@ from typing import Any
 from rapidfuzz import fuzz
 
 from tasks.glossary import is_ordinary_word, is_stop_word, romanisation_key
+from tasks.subtitle_layout import SENTENCE_END
 
 UNSURE = 0.5  # a word below this probability is one Whisper was unsure of
 BONUS_NATS = 3.0  # how much less likely the text with the name may be and still win
@@ -110,10 +111,10 @@ def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[C
 
 
 def sentences(words: list[dict[str, Any]]) -> list[range]:
-    """Word indices of each sentence (a word ending in . ? or ! ends one): the text the check reads."""
+    """Word indices of each sentence (as subtitle layout ends one): the text the check reads."""
     out, first = [], 0
     for index, word in enumerate(words):
-        if str(word.get("word") or "").rstrip().endswith((".", "?", "!")):
+        if SENTENCE_END.search(str(word.get("word") or "").rstrip()):
             out.append(range(first, index + 1))
             first = index + 1
     if first < len(words):

@@ -32,6 +32,7 @@ from tasks.lyrics_detection import mostly_sung
 from tasks.subtitle_formats import qc_markdown, render, subtitle_file
 from tasks.subtitle_layout import (
     HARD_RULES,
+    SENTENCE_END,
     Event,
     Rules,
     Tagger,
@@ -98,9 +99,6 @@ def in_regions(start: float, end: float, regions: list[dict[str, Any]]) -> bool:
     return any(float(r["start"]) <= middle <= float(r["end"]) for r in regions)
 
 
-SENTENCE_END = (".", "?", "!", "…")
-
-
 def sung_runs(words: list[Word], regions: list[dict[str, Any]], sung: bool) -> list[tuple[list[Word], bool]]:
     """A segment's words in runs of whole sentences, each sung when at least half its time lies in a song.
 
@@ -115,7 +113,7 @@ def sung_runs(words: list[Word], regions: list[dict[str, Any]], sung: bool) -> l
     sentences: list[list[Word]] = [[]]
     for word in words:
         sentences[-1].append(word)
-        if word.text.rstrip("\"')]»”’").endswith(SENTENCE_END):
+        if SENTENCE_END.search(word.text):
             sentences.append([])
     runs: list[tuple[list[Word], bool]] = []
     for sentence in filter(None, sentences):
@@ -174,7 +172,7 @@ def shift(events: list[Event], frames: int) -> list[Event]:
     return events
 
 
-@stage("subtitle_gen", version="6")
+@stage("subtitle_gen", version="7")
 def subtitle_gen(
     ctx: StageContext,
     settings: SubtitleSettings,

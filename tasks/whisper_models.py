@@ -712,6 +712,9 @@ class WhisperDecoder:
 
         if self.batched.kept is None:
             return
+        _encoded, tokenizer, options = self.batched.kept
+        previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
+        prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
         started = time.monotonic()
         for row, start_s, seg in placed:
             candidates = name_candidates(seg.words, self.names)
@@ -721,7 +724,7 @@ class WhisperDecoder:
                 inside = [c for c in candidates if c.first in sentence]
                 if inside:
                     begins_s = start_s + float(seg.words[sentence.start]["start"]) - seg.start
-                    gains += self.sentence_gains(row, begins_s, durations[row], seg.words, sentence, inside)
+                    gains += self.sentence_gains(row, prompt, begins_s, durations[row], seg.words, sentence, inside)
                     ordered += inside
             taken = chosen(ordered, gains)
             if not taken:
@@ -740,20 +743,18 @@ class WhisperDecoder:
                 )  # fmt: skip
         self.name_checks.seconds += time.monotonic() - started
 
-    def sentence_gains(self, row: int, begins_s: float, window_s: float, words: list[dict[str, Any]],
-                       sentence: range, candidates: list[Any]) -> list[float]:  # fmt: skip
+    def sentence_gains(self, row: int, prompt: list[int], begins_s: float, window_s: float,
+                       words: list[dict[str, Any]], sentence: range, candidates: list[Any]) -> list[float]:  # fmt: skip
         """How much likelier (in nats) Whisper finds the sentence with each candidate's name than as written.
 
         One decoder pass per text over the sentence's tokens (a sentence rather than the segment: the cost
         grows with the tokens), against the encoder output of the sentence's window in the batch just
-        decoded, with the prompt that batch had and a timestamp token where the sentence starts, as
+        decoded, with the prompt that batch had (`prompt`) and a timestamp token where the sentence starts, as
         Whisper writes one before each segment.
         """
         from tasks.name_check import with_name
 
-        encoded, tokenizer, options = self.batched.kept
-        previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
-        prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
+        encoded, tokenizer, _options = self.batched.kept
         said = words[sentence.start : sentence.stop]
         shifted = [replace(c, first=c.first - sentence.start, last=c.last - sentence.start) for c in candidates]
         texts = [join_words(said)] + [join_words(with_name(said, c)) for c in shifted]
