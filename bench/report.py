@@ -213,6 +213,8 @@ def render(report: dict[str, Any]) -> str:
         f"Benchmark: pipeline vs WhisperX CLI, {setup['device']}, model {setup['model']} ({setup['compute_type']}, "
         f"batch {setup['batch_size']}), {setup['cores']} cores, load average at start {setup['load_start']}"
     )
+    if setup.get("settings"):
+        lines.append(f"Pipeline settings given with --set: {' '.join(setup['settings'])}")
     server = report.get("server", {})
     lines.append(
         f"Prefect server: migration {fmt(server.get('migrate_s'), ' s', 1)}, "

@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="packaged", help="ASR__MODEL value for both sides (default: tiny.en)")
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--batch-size", type=int, help="default: the pipeline's hardware policy for the device")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="a setting for the pipeline side only, as `prepare --set` takes it (repeatable)",
+    )
     parser.add_argument("--no-temporary-server", action="store_true", help="skip the temporary-server runs")
     parser.add_argument("--timeout", type=float, default=5400.0, help="seconds per measured command")
     parser.add_argument("--echo", action="store_true", help="show every command's output as it runs")
@@ -85,7 +93,9 @@ def resolve_side(args: argparse.Namespace, out_root: Path) -> runs.Side:
     if batch is None:
         out_root.mkdir(parents=True, exist_ok=True)
         batch = stage_device(cached_profile(out_root / "hardware_cache.json"), "asr", args.device).batch_size
-    return runs.Side(args.device, args.model, choice.path, args.compute_type, batch, cpu_threads())
+    return runs.Side(
+        args.device, args.model, choice.path, args.compute_type, batch, cpu_threads(), tuple(args.settings)
+    )
 
 
 def log(message: str) -> None:
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     report["setup"] = {
         "device": side.device, "model": side.model, "model_path": str(side.model_path),
         "compute_type": side.compute_type, "batch_size": side.batch_size, "threads": side.threads,
-        "cores": os.cpu_count(), "load_start": [round(x, 2) for x in os.getloadavg()],
+        "settings": list(side.settings), "cores": os.cpu_count(), "load_start": [round(x, 2) for x in os.getloadavg()],
         "whisperx_cmd": runs.whisperx_cmd(Path("FILM"), side, Path("DIR")),
         "prepare_cmd": runs.prepare_cmd(Path("FILM"), Path("GLOSSARY"), side),
     }  # fmt: skip

@@ -251,6 +251,7 @@ class Side:
     compute_type: str
     batch_size: int
     threads: int
+    settings: tuple[str, ...] = ()  # more KEY=VALUE settings for the pipeline side only (`--set`)
 
 
 @dataclass
@@ -286,6 +287,7 @@ def prepare_cmd(film: Path, glossary: Path, side: Side) -> list[str]:
         PYTHON, "-m", "flows.subtitle", "prepare", str(film), "--source-lang", "en", "--device", side.device,
         "--set", f"ASR__MODEL={side.model}", "--set", f"ASR__COMPUTE_TYPE={side.compute_type}",
         "--set", f"ASR__BATCH_SIZE={side.batch_size}", "--set", f"PRE_NER__FILM_GLOSSARY_FILE={glossary}",
+        *(arg for setting in side.settings for arg in ("--set", setting)),
     ]  # fmt: skip
 
 

@@ -153,6 +153,15 @@ def test_percentile_and_ratio_helpers() -> None:
     assert "MISSED" in report.Target("x", 3, "==", 0, 13).note()
 
 
+def test_bench_settings_go_to_the_pipeline_side_only(tmp_path: Path) -> None:
+    from bench import runs
+
+    side = runs.Side("cpu", "packaged", tmp_path, "int8", 8, 2, ("ASR__CHUNK_S=21",))
+    prepare = runs.prepare_cmd(Path("film.mkv"), Path("cast.tsv"), side)
+    assert prepare[-2:] == ["--set", "ASR__CHUNK_S=21"]
+    assert "ASR__CHUNK_S=21" not in " ".join(runs.whisperx_cmd(Path("film.mkv"), side, tmp_path))
+
+
 def test_films_truth_helpers() -> None:
     assert name_mentions("Zoya met Zoya in Jaipur, not Zoyan.", ("Zoya", "Jaipur", "Kabir")) == {"Zoya": 2, "Jaipur": 1}
     import numpy as np
