@@ -285,6 +285,31 @@ def on_speech_edges(segments: list[Decoded], speech: list[dict[str, float]]) -> 
     return out
 
 
+def ends_in_speech(segments: list[Decoded], speech: list[dict[str, float]]) -> list[Decoded]:
+    """No word ends in the silence after its VAD speech region: it ends on the region's edge.
+
+    Whisper often stretches the last word of an utterance over the pause after it ("in." held from
+    52.03 to 53.33 s where the speech ended at 52.48 and the next speaker began at 53.39, on a bench
+    film): the pause is then invisible to the subtitle layout, which put both speakers' sentences in
+    one event that came up 3.5 s before the second was said. A word belongs to the region it starts
+    in; words starting outside every region are left alone.
+    """
+    starts = [float(r["start"]) for r in speech]  # VAD regions come in time order and do not overlap
+    out = []
+    for seg in segments:
+        words = []
+        for word in seg.words:
+            at = bisect_right(starts, float(word["start"])) - 1
+            edge = float(speech[at]["end"]) if at >= 0 else math.inf
+            if float(word["start"]) < edge < float(word["end"]):
+                word = word | {"end": round(max(edge, float(word["start"]) + 0.01), 3)}
+            words.append(word)
+        if words != seg.words:
+            seg = replace(seg, words=words, end=max(float(w["end"]) for w in words))
+        out.append(seg)
+    return out
+
+
 def fit_words(seg: Decoded) -> Decoded:
     """Words made monotonic inside the segment; the segment then spans its words."""
     if not seg.words:
@@ -524,7 +549,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="12", gpu=True, preflight=asr_preflight)
+@stage("asr", version="13", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,
@@ -588,7 +613,8 @@ def asr(
     else:
         ctx.log.warning("word times fall back to Whisper's own word timestamps: %s", why)
     ctx.progress(0.95, "word times")
-    pieces = on_speech_edges([piece for seg in kept for piece in split_at_speakers(fit_words(seg), turns)], speech)
+    kept = ends_in_speech([fit_words(seg) for seg in kept], speech)
+    pieces = on_speech_edges([piece for seg in kept for piece in split_at_speakers(seg, turns)], speech)
     segments = [segment_record(i, seg, turns, out.language) for i, seg in enumerate(pieces)]
 
     ctx.write(

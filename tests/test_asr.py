@@ -833,6 +833,23 @@ def test_the_first_word_of_each_speech_region_starts_on_its_edge():
     assert moved.words[1]["start"] >= moved.words[0]["end"]
 
 
+def test_no_word_ends_in_the_silence_after_its_speech_region():
+    from tasks.asr import ends_in_speech
+
+    # "in." stretched over the pause after the first region (ends 2.5) up to the next speaker's start (3.4).
+    stretched = seg("coming in. The lake", 1.0, 4.0, words=[" coming", " in.", " The", " lake"])
+    for word, (start, end) in zip(stretched.words, [(1.0, 1.5), (1.5, 3.4), (3.4, 3.7), (3.7, 4.0)], strict=True):
+        word["start"], word["end"] = start, end
+    speech = [{"start": 0.9, "end": 2.5}, {"start": 3.4, "end": 4.1}]
+    out = ends_in_speech([stretched], speech)[0]
+    assert [w["end"] for w in out.words] == [1.5, 2.5, 3.7, 4.0]  # only "in." moved, to the region's edge
+    assert out.end == 4.0 and out.words[2:] == stretched.words[2:]
+    inside = seg("Wait here.", 5.0, 6.0)
+    assert ends_in_speech([inside], [{"start": 4.9, "end": 6.2}])[0] == inside  # nothing past its edge
+    outside = seg("Hm.", 7.0, 7.5)  # starts in no region: left alone
+    assert ends_in_speech([outside], speech)[0] == outside
+
+
 class _Retrying:
     """Stands in for the loaded model in the retry bookkeeping test: the batched try finds the first bare region's
     words, the lone try finds the second's (confidently) and the third's (unsure)."""
