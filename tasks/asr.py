@@ -63,6 +63,7 @@ from tasks.documents import (
 from tasks.kernel import stage
 from tasks.media import SAMPLE_RATE
 from tasks.memory import loaded
+from tasks.subtitle_layout import SENTENCE_END
 from tasks.whisper_models import (
     AUTO,
     Audio,
@@ -169,7 +170,6 @@ def monotonic_words(words: list[dict[str, Any]], start: float, end: float) -> li
     return out
 
 
-SENTENCE_ENDS = (".", "?", "!", "।", "…", '."', '?"', '!"')
 TURN_PAUSE_S = 0.3  # a gap between words this long can hold a change of speaker
 EDGE_SHIFT_S = 1.0  # a region's first word moves to the VAD edge when it is at most this far from it
 
@@ -221,7 +221,7 @@ def phrases(words: list[dict[str, Any]]) -> list[list[int]]:
     for i, word in enumerate(words):
         groups[-1].append(i)
         following = words[i + 1] if i + 1 < len(words) else None
-        ends = word["word"].strip().endswith(SENTENCE_ENDS)
+        ends = SENTENCE_END.search(word["word"].strip()) is not None
         if following is not None and (ends or float(following["start"]) - float(word["end"]) >= TURN_PAUSE_S):
             groups.append([])
     return [g for g in groups if g]
@@ -549,7 +549,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="13", gpu=True, preflight=asr_preflight)
+@stage("asr", version="14", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,

@@ -833,6 +833,15 @@ def test_the_first_word_of_each_speech_region_starts_on_its_edge():
     assert moved.words[1]["start"] >= moved.words[0]["end"]
 
 
+def test_a_speaker_may_change_after_any_sentence_end_the_layout_knows():
+    from tasks.asr import phrases
+
+    # one rule with subtitle_layout: a closing quote or bracket after the stop, and the double danda
+    words = seg("He said “go.” Then ran (fast.) फिर गया॥ अब", words=[" He", " said", " “go.”", " Then", " ran",
+                " (fast.)", " फिर", " गया॥", " अब"]).words  # fmt: skip
+    assert phrases(words) == [[0, 1, 2], [3, 4, 5], [6, 7], [8]]
+
+
 def test_no_word_ends_in_the_silence_after_its_speech_region():
     from tasks.asr import ends_in_speech
 
