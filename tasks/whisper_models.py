@@ -777,7 +777,8 @@ class WhisperDecoder:
 
 # The name check reads only the token probabilities of `align`, which the decoder gives from the whole encoder
 # output whatever this says; `align` also matches tokens to frames (cross-attention and DTW) over this many
-# frames, work the check throws away. 20 frames instead of the window's: the same probabilities, 40 % less time.
+# frames, work the check throws away. 20 frames instead of the window's: the same probabilities, each call about
+# 40 % quicker on its own, the whole check about 13 % quicker on the bench films.
 SCORING_FRAMES = 20
 
 
