@@ -1,7 +1,8 @@
 """Names Whisper misheard, put right by Whisper itself listening again.
 
-A run of up to three words that Whisper was unsure of and that is spelt like a glossary name
-("Noya" for Zoya, "my song" for Mysore, "Androha" for Rohan) is a candidate. Whisper then reads
+A run of up to two words that Whisper was unsure of and that is spelt like a glossary name
+("Noya" for Zoya, "my song" for Mysore, "Androha" for Rohan) is a candidate; so is a made-up word that
+starts with an English word, as that word and the name ("tellish on" for "tell Ishaan"). Whisper then reads
 the segment's audio twice with the pass's prompt, forced through its own text and through the
 text with the name in place of the run (`WhisperDecoder` scores both from the encoder output it
 already has), and the name goes in when that text is at most `BONUS_NATS` less likely.
@@ -30,6 +31,12 @@ from tasks.glossary import is_ordinary_word, is_stop_word, romanisation_key
 from tasks.subtitle_layout import SENTENCE_END
 
 UNSURE = 0.5  # a word below this probability is one Whisper was unsure of
+# ... and a word that is no English word ("tellish", "Natarjan") below this one: Whisper making up a word where
+# the film has a name it does not know (0.51-0.59 on the 30-minute bench film) is unsure too.
+UNSURE_MADE_UP = 0.75
+MIN_LEAD = 3  # letters of an English word a made-up word may start with ("tell" of "tellish on": tell Ishaan)
+LEAD_SIMILARITY = 70.0  # what is left after the lead must look much like the name ("Shingla" is not Shin Shimla)
+_CLITIC = re.compile(r"(?:n't|'s|'m|'re|'ve|'ll|'d)$", re.IGNORECASE)
 BONUS_NATS = 3.0  # how much less likely the text with the name may be and still win
 AMBIGUOUS_NATS = 1.0  # two names within this of each other for the same words: neither
 MAX_WORDS = 2  # "my song" for Mysore: a name heard as two words
@@ -50,6 +57,11 @@ class Candidate:
     first: int  # index of the first word replaced
     last: int  # one past the last
     name: str
+    lead: str = ""  # the English word the first word starts with, kept before the name ("tell" of "tellish")
+
+    @property
+    def text(self) -> str:
+        return f"{self.lead} {self.name}" if self.lead else self.name
 
 
 def core(word: str) -> str:
@@ -74,28 +86,51 @@ def _key(text: str) -> str:
     return romanisation_key(text).replace(" ", "")
 
 
-def looks_like(span: list[str], name: str) -> bool:
+def looks_like(span: list[str], name: str, needed: float = MIN_SIMILARITY) -> bool:
     """Whether words could be the name misheard: spelt alike (on the romanisation key), of a like length,
     and not one function word ("you" is never Zoya) nor one ordinary word only loosely alike."""
     key, target = _key(" ".join(span)), _key(name)
     if not key or not 0.5 * len(target) <= len(key) <= MAX_LENGTH_RATIO * len(target):
         return False
-    needed = MIN_SIMILARITY
     if len(span) == 1:
         if is_stop_word(span[0]):
             return False
         if is_ordinary_word(span[0]):
-            needed = ORDINARY_SIMILARITY
+            needed = max(needed, ORDINARY_SIMILARITY)
     return fuzz.ratio(key, target) >= needed
+
+
+def made_up(word: str) -> bool:
+    """A word that is no English word, its clitic aside ("aren't" and "I'm" are English, "Natishan's" is not)."""
+    return not is_ordinary_word(word) and not is_ordinary_word(_CLITIC.sub("", word))
+
+
+def unsure(word: dict[str, Any]) -> bool:
+    """Whether Whisper was unsure of a word: a low probability, or a made-up word it was not sure of."""
+    probability = float(word.get("probability", 1.0))
+    return probability < UNSURE or (probability < UNSURE_MADE_UP and made_up(core(str(word["word"]))))
+
+
+def lead_of(word: str) -> tuple[str, str] | None:
+    """A made-up word as the English word it starts with and the rest ("tellish" -> tell, ish): Whisper ran
+    a word into the name after it. The longest such word of at least MIN_LEAD letters, leaving two."""
+    if not made_up(word):
+        return None
+    for cut in range(len(word) - 2, MIN_LEAD - 1, -1):
+        if is_ordinary_word(word[:cut]) and not is_stop_word(word[:cut]):
+            return word[:cut], word[cut:]
+    return None
 
 
 def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[Candidate]:
     """Runs of words in a segment that may be a misheard name: at least one word Whisper was unsure of,
-    no name among them, no punctuation inside the run."""
+    no name among them, no punctuation inside the run. A run whose first word is made up and starts with
+    an English word may also be that word and the name ("tellish on": tell Ishaan)."""
     known = {n.casefold() for n in names}
     cores = [core(str(w.get("word") or "")) for w in words]
     out: list[Candidate] = []
     for first in range(len(words)):
+        lead = lead_of(cores[first]) if _WORD.fullmatch(cores[first]) else None
         for last in range(first + 1, min(first + MAX_WORDS, len(words)) + 1):
             span = cores[first:last]
             if not all(_WORD.fullmatch(c) for c in span):
@@ -104,9 +139,12 @@ def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[C
                 break  # punctuation inside the run: a comma ends a name
             if any(c.casefold() in known or c.casefold().removesuffix("'s") in known for c in span):
                 break
-            if min(float(w.get("probability", 1.0)) for w in words[first:last]) >= UNSURE:
+            if not any(unsure(w) for w in words[first:last]):
                 continue
             out.extend(Candidate(first, last, name) for name in names if looks_like(span, name))
+            if lead is not None:
+                rest = [lead[1], *span[1:]]
+                out.extend(Candidate(first, last, n, lead[0]) for n in names if looks_like(rest, n, LEAD_SIMILARITY))
     return out
 
 
@@ -123,16 +161,23 @@ def sentences(words: list[dict[str, Any]]) -> list[range]:
 
 
 def with_name(words: list[dict[str, Any]], candidate: Candidate) -> list[dict[str, Any]]:
-    """The words with the run replaced by the name, as one word over the run's time, its punctuation kept."""
+    """The words with the run replaced by the name, as one word over the run's time, its punctuation kept;
+    a lead goes before it as a word of its own, timed by its share of the first word's letters."""
     run = words[candidate.first : candidate.last]
     opening = _OPENING.match(str(run[0]["word"]))
     closing = _CLOSING.search(str(run[-1]["word"]))
+    before = opening.group(0) if opening else ""
     word = dict(run[0]) | {
-        "word": f"{opening.group(0) if opening else ''}{candidate.name}{closing.group(0) if closing else ''}",
+        "word": f"{' ' if candidate.lead else before}{candidate.name}{closing.group(0) if closing else ''}",
         "end": run[-1]["end"],
         "probability": min(float(w.get("probability", 1.0)) for w in run),
     }
-    return [*words[: candidate.first], word, *words[candidate.last :]]
+    if not candidate.lead:
+        return [*words[: candidate.first], word, *words[candidate.last :]]
+    start, end = float(run[0]["start"]), float(run[0]["end"])
+    cut = round(start + (end - start) * len(candidate.lead) / max(1, len(core(str(run[0]["word"])))), 3)
+    lead = dict(run[0]) | {"word": f"{before}{candidate.lead}", "end": cut}
+    return [*words[: candidate.first], lead, word | {"start": cut}, *words[candidate.last :]]
 
 
 def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candidate, float]]:
@@ -145,7 +190,8 @@ def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candid
     for options in best.values():
         options.sort(key=lambda item: item[0], reverse=True)
         gain, candidate = options[0]
-        if gain < -BONUS_NATS or (len(options) > 1 and options[1][0] >= gain - AMBIGUOUS_NATS):
+        others = [other for other, option in options[1:] if option.name != candidate.name]  # not the same name led
+        if gain < -BONUS_NATS or (others and others[0] >= gain - AMBIGUOUS_NATS):
             continue
         ranked.append((gain, candidate))
     taken: list[tuple[Candidate, float]] = []

@@ -738,7 +738,7 @@ class WhisperDecoder:
             for (candidate, gain), said in zip(taken, heard, strict=True):
                 self.respellings.append(
                     {"start": seg.start, "end": seg.end, "text": before, "after": seg.text,
-                     "reason": f"name check: {said!r} heard as {candidate.name!r} ({gain:+.1f} nats)",
+                     "reason": f"name check: {said!r} heard as {candidate.text!r} ({gain:+.1f} nats)",
                      "action": "changed"}
                 )  # fmt: skip
         self.name_checks.seconds += time.monotonic() - started

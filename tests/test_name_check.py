@@ -61,6 +61,38 @@ def test_function_words_names_and_punctuation_are_never_candidates() -> None:
     assert Candidate(1, 2, "Rohan") in name_candidates(words_of("my Grandmo said", unsure=("Grandmo",)), ["Rohan"])
 
 
+def words_with(text: str, probabilities: dict[str, float]) -> list[dict[str, Any]]:
+    """Whisper-like words with the probabilities given (0.95 for the others)."""
+    words = words_of(text)
+    return [w | {"probability": probabilities.get(w["word"].strip().strip(',.?!"'), w["probability"])} for w in words]
+
+
+def test_a_made_up_word_is_unsure_at_a_higher_probability_than_an_english_one() -> None:
+    # Whisper wrote "Natarjan" for "that Arjun" at 0.51 and "tellish on" for "tell Ishaan" at 0.55.
+    made_up = words_with("The doctor said Natarjan needs rest.", {"Natarjan": 0.6})
+    assert Candidate(3, 4, "Arjun") in name_candidates(made_up, ["Arjun"])
+    assert name_candidates(words_with("The doctor said Natarjan needs rest.", {"Natarjan": 0.8}), ["Arjun"]) == []
+    english = words_with("Kamir says the hotel is full.", {"Kamir": 0.6})
+    assert Candidate(0, 1, "Kabir") in name_candidates(english, ["Kabir"])  # "Kamir" is no English word
+    assert name_candidates(words_with("The camel said no.", {"camel": 0.6}), ["Kamal"]) == []  # English: 0.5 holds
+
+
+def test_a_made_up_word_may_be_an_english_word_run_into_the_name() -> None:
+    words = words_with("Veer, tellish on the truth.", {"tellish": 0.55})
+    found = name_candidates(words, ["Ishaan"])
+    assert Candidate(1, 3, "Ishaan", "tell") in found
+    out = with_name(words, Candidate(1, 3, "Ishaan", "tell"))
+    assert [w["word"] for w in out] == [" Veer,", " tell", " Ishaan", " the", " truth."]
+    assert (out[1]["start"], out[1]["end"], out[2]["start"], out[2]["end"]) == (1.0, 1.457, 1.457, 2.8)
+    assert Candidate(1, 3, "Ishaan", "tell").text == "tell Ishaan"
+    # An English word is not split ("hyperfreeze" is made up, but "freeze" is no name), nor a stop word kept.
+    assert all(not c.lead for c in name_candidates(words_with("The lake in hyperfreeze.", {"hyperfreeze": 0.4}),
+                                                   ["Jaipur"]))  # fmt: skip
+    # The same name with and without the lead is one reading, not two names in a tie.
+    plain, led = Candidate(1, 3, "Ishaan"), Candidate(1, 3, "Ishaan", "tell")
+    assert chosen([plain, led], [-1.2, -0.8]) == [(led, -0.8)]
+
+
 def test_the_name_replaces_the_run_keeping_its_punctuation_and_times() -> None:
     words = words_of('She said "my song," twice.', unsure=("song",))
     out = with_name(words, Candidate(2, 4, "Mysore"))
