@@ -127,6 +127,8 @@ def _quality_rows(p: dict[str, Any], w: dict[str, Any], targets: dict[str, Targe
         ("lines lost", f"{p['lines_lost']} / {p['turns']}", f"{w['lines_lost']} / {w['turns']}",
          targets["lines lost (pipeline)"].note()),
         ("names spelt right", names(p), names(w), targets["names right (pipeline)"].note()),
+        ("names put where the film says another word", str(len(p.get("names_put_in", []))),
+         str(len(w.get("names_put_in", []))), "no target; the name check's wrong respellings show here"),
         ("start offset median / p90", offsets(p), offsets(w),
          f"{targets['start offset median s (pipeline)'].note()}; "
          f"p90 {targets['start offset p90 s (pipeline)'].note()}"),

@@ -163,6 +163,24 @@ def name_accuracy(turns: Sequence[dict[str, Any]], cues: Sequence[Cue], slack: f
     return {"right": right, "total": total, "share": round(right / total, 4) if total else None, "misses": misses}
 
 
+def names_put_in(reference_items: Sequence[dict[str, Any]], cues: Sequence[Cue], cast: Sequence[str]) -> list[str]:
+    """The cast names the cues show where the film says something else: words of a name that the WER alignment
+    (the same as `wer`'s) matches to another word or to nothing. What the name share cannot see: "my mum and"
+    made into Munnar, Veer shown where Kabir was said."""
+    import jiwer
+
+    reference = normalise(" ".join(t["text"] for t in reference_items)).split()
+    hypothesis = normalise(" ".join(c.text for c in cues)).split()
+    names = {w for name in cast for w in words(name)}
+    if not reference or not hypothesis or not names:
+        return [w for w in hypothesis if w in names] if not reference else []
+    out = []
+    for chunk in jiwer.process_words(" ".join(reference), " ".join(hypothesis)).alignments[0]:
+        if chunk.type in ("substitute", "insert"):
+            out += [w for w in hypothesis[chunk.hyp_start_idx : chunk.hyp_end_idx] if w in names]
+    return out
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0-100), linear between the closest ranks; None for no values."""
     if not values:
@@ -239,7 +257,7 @@ def rule_breaks(cues: Sequence[Cue], fps: float = 25.0) -> dict[str, Any]:
 
 def score(truth: dict[str, Any], cues: Sequence[Cue]) -> dict[str, Any]:
     """Every quality figure for one subtitle file against one film's truth."""
-    turns, songs = truth["turns"], truth.get("songs", [])
+    turns, songs, cast = truth["turns"], truth.get("songs", []), truth.get("cast") or {}
     lost = lines_lost(turns, cues)
     return {
         "events": len(cues),
@@ -249,6 +267,9 @@ def score(truth: dict[str, Any], cues: Sequence[Cue]) -> dict[str, Any]:
         "lost": lost,
         "turns": len(turns),
         "names": name_accuracy(turns, cues),
+        "names_put_in": names_put_in(
+            spoken_and_sung(turns, songs), cues, [*cast.get("people", []), *cast.get("places", [])]
+        ),  # fmt: skip
         "offsets": start_offsets(turns, cues),
         "dialogue_as_lyrics": shown_as_lyrics(turns, cues),
         "rules": rule_breaks(cues),
