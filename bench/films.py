@@ -115,11 +115,18 @@ class FilmSpec:
     song_every_s: float  # then one every this many seconds
     song_s: tuple[float, float]
     seed: int
+    sentences: str = "bench"  # "bench": TEMPLATES and LYRICS; "fresh": FRESH_TEMPLATES and FRESH_LYRICS
 
     @property
     def digest(self) -> str:
-        blob = json.dumps(asdict(self) | {"generator": GENERATOR_VERSION, "voices_used": BENCH_VOICES}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if self.sentences == "bench":  # as before the field existed, so the bench films on disk stay valid
+            del fields["sentences"]
+            blob = fields | {"generator": GENERATOR_VERSION, "voices_used": BENCH_VOICES}
+        else:
+            blob = fields | {"generator": GENERATOR_VERSION, "voices_used": {v: voice_table()[v] for v in self.voices},
+                             "sentences_used": [FRESH_TEMPLATES, FRESH_LYRICS]}  # fmt: skip
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 TRIO = FilmSpec("bench-1m-trio", 1.0, ("US", "F3", "KAL"), ("Veer", "Zoya", "Kabir"), ("Jaipur", "Shimla"),
@@ -143,15 +150,89 @@ FRESH3 = FilmSpec("bench-3m-fresh", 3.0, ("SC", "LAN", "CAR"), ("Rohan", "Anaya"
                   (22.0, 22.0), seed=1340)  # fmt: skip
 
 QUICK_SET = (TRIO,)
+
+# Fresh films (`python -m bench --fresh SEED`): a new film per seed, from pools that no bench or test film
+# draws on (voices, names, sentences, lyrics), for a check on speech nothing was tuned on. Added 2026-12-07;
+# a seed once looked at closely is no longer fresh: take a new one.
+FRESH_VOICE_POOL = ("en-us+f4", "en-gb+m1", "en-gb-x-gbcwmd+m5", "en-us+m3", "en-us+m2", "en-gb-x-rp+f5", "en-029+f2",
+                    "en+m4", "en-gb-scotland+f1", "en-us+f5", "en+klatt", "en-gb-x-gbclan+m6")  # fmt: skip
+FRESH_PEOPLE = ("Ananya", "Tanvi", "Harsh", "Priyanka", "Farhan", "Aditi", "Sameer", "Neha", "Kunal", "Ishita",
+                "Meher", "Nandini", "Aarav", "Diya", "Dhruv", "Sneha")  # fmt: skip
+FRESH_PLACES = ("Kochi", "Hampi", "Varanasi", "Munnar", "Pune", "Ooty", "Goa", "Agra", "Bhopal", "Nashik",
+                "Coorg", "Jodhpur", "Madurai", "Alibaug")  # fmt: skip
+FRESH_TEMPLATES = (
+    "{p}, did you lock the back door before we left?",
+    "The wedding in {l} was louder than any party I remember.",
+    "I think {p} borrowed my umbrella and never gave it back.",
+    "If the rain stops soon, we can still walk to the market.",
+    "{p} and {q} argued about the money for an hour.",
+    "My grandfather grew up in {l}, near the river.",
+    "Could you turn the music down, I am trying to sleep.",
+    "Nobody told me that the shop closes early on Sundays.",
+    "{p} wants to open a small bakery in {l}.",
+    "We missed the last bus, so we walked home in the dark.",
+    "The cricket match was cancelled because of the storm.",
+    "Call {p} and ask whether dinner is still at eight.",
+    "Her sister moved to {l} to study medicine.",
+    "I have never seen the old palace so crowded.",
+    "Please do not forget to water the plants while I am away.",
+    "{q} laughed so hard that everyone turned to look.",
+    "The power cut lasted the whole evening.",
+    "We should have booked the tickets last week.",
+    "{p} says the view from the hills in {l} is beautiful.",
+    "Who left the milk outside the fridge again?",
+    "I am not angry, I am only a little tired.",
+    "The letter from {p} arrived three days late.",
+    "They built a new bridge across the river in {l}.",
+    "Keep your voice down, the baby is asleep.",
+    "{p}, bring the photographs when you come tomorrow.",
+    "The cook burnt the rice and blamed the stove.",
+    "My phone fell into the lake during the picnic.",
+    "Everyone in the village knows {p}.",
+    "The festival lights in {l} can be seen from far away.",
+    "I promised my mother I would be home before midnight.",
+    "{q} never answers the phone in the morning.",
+    "The neighbours are painting their house bright yellow.",
+)
+FRESH_LYRICS = ("Dancing in the golden rain", "You are the song inside my heart", "Over the hills the morning calls",
+                "Sing with me the night is young", "Carry me home across the sea")  # fmt: skip
+FRESH_VOICES: dict[str, tuple[str, int, int]] = {}  # filled by fresh_spec, code -> (voice, pitch, words a minute)
+
+
+def fresh_spec(seed: int, minutes: float = 4.0) -> FilmSpec:
+    """A film of its own for `seed`: 3 or 4 voices, 5 people and 4 places drawn from the fresh pools, its own
+    noise, pacing and songs. The same seed gives the same film."""
+    rng = np.random.default_rng(seed)
+    voices = []
+    for index, voice in enumerate(rng.choice(FRESH_VOICE_POOL, size=int(rng.integers(3, 5)), replace=False)):
+        code = f"FRESH{seed}-{index}"
+        FRESH_VOICES[code] = (str(voice), int(rng.integers(20, 80)), int(rng.integers(140, 181)))
+        voices.append(code)
+    people = tuple(str(x) for x in rng.choice(FRESH_PEOPLE, size=5, replace=False))
+    places = tuple(str(x) for x in rng.choice(FRESH_PLACES, size=4, replace=False))
+    low = round(float(rng.uniform(0.15, 0.5)), 2)
+    return FilmSpec(
+        f"fresh-{seed}", minutes, tuple(voices), people, places, str(rng.choice(["pink", "white"])),
+        round(float(rng.uniform(0.004, 0.015)), 4), (low, round(low + float(rng.uniform(0.6, 1.2)), 2)),
+        round(float(rng.uniform(0.0, 0.15)), 2), round(float(rng.uniform(0.3, 0.6)), 2),
+        round(float(rng.uniform(0.2, 0.4)), 2), round(float(rng.uniform(30.0, 80.0)), 1),
+        round(float(rng.uniform(120.0, 200.0)), 1), (20.0, 28.0), seed=seed, sentences="fresh",
+    )  # fmt: skip
+
+
 DEFAULT_SET = (TRIO, DUO, QUAD, MIX5, FRESH3)
 LONG_SET = (*DEFAULT_SET, LONG10, LONG30)
 
 
+def voice_table() -> dict[str, tuple[str, int, int]]:
+    return BENCH_VOICES | FRESH_VOICES
+
+
 def register_voices() -> None:
-    """Add the benchmark's voices to the project's voice table (in this process only)."""
+    """Add the benchmark's voices (fresh films' too) to the project's voice table (in this process only)."""
     from flows.sample_film import VOICES
 
-    for key, voice in BENCH_VOICES.items():
+    for key, voice in voice_table().items():
         VOICES.setdefault(key, voice)
 
 
@@ -171,12 +252,13 @@ def script(spec: FilmSpec, rng: np.random.Generator) -> Any:
     speaker = str(rng.choice(spec.voices))
 
     def sentence() -> str:
-        choices = [i for i in range(len(TEMPLATES)) if i not in recent]
+        templates = FRESH_TEMPLATES if spec.sentences == "fresh" else TEMPLATES
+        choices = [i for i in range(len(templates)) if i not in recent]
         index = int(rng.choice(choices))
         recent.append(index)
         del recent[:-12]
         p, q = rng.choice(list(spec.people), size=2, replace=len(spec.people) < 2)
-        return TEMPLATES[index].format(p=p, q=q, l=rng.choice(list(spec.places)))
+        return templates[index].format(p=p, q=q, l=rng.choice(list(spec.places)))
 
     while True:
         if len(spec.voices) > 1 and rng.random() < 0.9:
@@ -213,14 +295,15 @@ def pink_noise(samples: int, level: float, rng: np.random.Generator, block: int 
     return out
 
 
-def song(seconds: float, rng: np.random.Generator, rate: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def song(seconds: float, rng: np.random.Generator, rate: int,
+         lines: tuple[str, ...] = LYRICS) -> tuple[np.ndarray, list[dict[str, Any]]]:  # fmt: skip
     """music() with the singer over its middle part; the lyrics with times from the song's start."""
     from flows.sample_film import music, speak
 
     bed = music(seconds) * 0.6
     lyrics = []
     t = seconds * rng.uniform(0.2, 0.35)
-    for line in rng.choice(list(LYRICS), size=3, replace=False):
+    for line in rng.choice(list(lines), size=3, replace=False):
         sung = speak(str(line), "SING") * 0.8
         if t + sung.size / rate > seconds * 0.9:
             break
@@ -258,7 +341,7 @@ def compose(spec: FilmSpec) -> tuple[np.ndarray, dict[str, Any]]:
         song_len = float(rng.uniform(*spec.song_s))
         if t >= next_song and target - t > song_len + 6.0:
             add(silence(rng.uniform(0.8, 1.4)))
-            audio, lyrics = song(song_len, rng, RATE)
+            audio, lyrics = song(song_len, rng, RATE, FRESH_LYRICS if spec.sentences == "fresh" else LYRICS)
             songs.append({"start": round(t, 3), "end": round(t + audio.size / RATE, 3),
                           "lyrics": [{**x, "start": round(x["start"] + t, 3), "end": round(x["end"] + t, 3)}
                                      for x in lyrics]})  # fmt: skip
@@ -277,7 +360,7 @@ def compose(spec: FilmSpec) -> tuple[np.ndarray, dict[str, Any]]:
                 if end - b.size > 0:
                     pause[end - b.size : end] += b
             add(pause)
-        turns.append({"speaker": speaker, "voice": BENCH_VOICES[speaker][0], "text": text,
+        turns.append({"speaker": speaker, "voice": voice_table()[speaker][0], "text": text,
                       "start": round(t, 3), "end": round(t + speech.size / RATE, 3),
                       "names": name_mentions(text, (*spec.people, *spec.places))})  # fmt: skip
         add(speech)

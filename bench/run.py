@@ -4,6 +4,7 @@
     python -m bench                      # three 1-minute films and one of 5 minutes
     python -m bench --long               # and 10 and 30 minutes
     python -m bench --repeats 3          # A B A B A B per film (speed figures: medians)
+    python -m bench --fresh 4101,4102    # instead: a new 4-minute film per seed, nothing tuned on it
     python -m bench --device cuda --compute-type float16 --model large-v3    # see bench/gpu.sh
 
 For each film: (A) the pipeline from a clean job, `prepare FILM --source-lang en` then
@@ -42,6 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="one 1-minute film")
     size.add_argument("--long", action="store_true", help="add films of 10 and 30 minutes (issue 14)")
     parser.add_argument("--films", help="comma-separated film names from the chosen set (default: all of it)")
+    parser.add_argument(
+        "--fresh",
+        help="comma-separated seeds: instead of the set, a new film per seed from "
+        "voices, names and sentences no bench or test film uses (bench/films.py fresh_spec)",
+    )
+    parser.add_argument("--fresh-minutes", type=float, default=4.0, help="length of each --fresh film")
     parser.add_argument("--repeats", type=int, default=1, help="pipeline / WhisperX pairs per film, A B A B")
     parser.add_argument("--report", type=Path, default=Path(__file__).with_name("report.json"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/filmsubs-bench"))
@@ -67,6 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def choose_films(args: argparse.Namespace) -> list[film_sets.FilmSpec]:
+    if args.fresh:
+        try:
+            seeds = [int(seed) for seed in args.fresh.split(",") if seed.strip()]
+        except ValueError:
+            raise SystemExit(f"--fresh takes whole-number seeds, comma-separated (got {args.fresh!r})") from None
+        return [film_sets.fresh_spec(seed, args.fresh_minutes) for seed in seeds]
     chosen: tuple[film_sets.FilmSpec, ...] = (
         film_sets.QUICK_SET if args.quick else film_sets.LONG_SET if args.long else film_sets.DEFAULT_SET
     )

@@ -183,6 +183,31 @@ def test_films_truth_helpers() -> None:
     assert TRIO.digest == TRIO.digest and len(TRIO.digest) == 16
 
 
+def test_a_fresh_film_shares_no_voice_name_or_sentence_with_the_bench_films(tmp_path: Path) -> None:
+    import re
+
+    from bench import films
+    from bench.run import choose_films, parse_args
+
+    spec = films.fresh_spec(4101, minutes=0.4)
+    assert spec == films.fresh_spec(4101, minutes=0.4) and spec != films.fresh_spec(4102, minutes=0.4)
+    bench_voices = {films.BENCH_VOICES[v][0] for s in films.LONG_SET for v in s.voices}
+    assert not {films.voice_table()[v][0] for v in spec.voices} & bench_voices
+    bench_names = {n for s in films.LONG_SET for n in (*s.people, *s.places)}
+    assert not set(films.FRESH_PEOPLE + films.FRESH_PLACES) & bench_names
+    assert not set(films.FRESH_TEMPLATES) & set(films.TEMPLATES) and not set(films.FRESH_LYRICS) & set(films.LYRICS)
+    film = films.build(spec, tmp_path)  # 24 s of speech, its own truth
+    fresh = [re.compile(re.escape(t).replace(r"\{p\}", r"\w+").replace(r"\{q\}", r"\w+").replace(r"\{l\}", r"\w+"))
+             for t in films.FRESH_TEMPLATES]  # fmt: skip
+    assert film.truth["turns"] and all(any(f.search(t["text"]) for f in fresh) for t in film.truth["turns"])
+    assert film.truth["cast"] == {"people": list(spec.people), "places": list(spec.places)}
+    assert films.build(spec, tmp_path).path.stat().st_mtime == film.path.stat().st_mtime  # reused
+    chosen = choose_films(parse_args(["--fresh", "7,8", "--fresh-minutes", "2"]))
+    assert [(s.name, s.minutes) for s in chosen] == [("fresh-7", 2.0), ("fresh-8", 2.0)]
+    with pytest.raises(SystemExit, match="whole-number seeds"):
+        choose_films(parse_args(["--fresh", "seven"]))
+
+
 @pytest.mark.bench
 @pytest.mark.timeout(3600)
 def test_bench_quick_runs(tmp_path: Path) -> None:
