@@ -792,6 +792,28 @@ def test_a_kept_word_across_two_retried_segments_that_meet_goes():
     assert making_room([kept], retried) == []  # every word is said again by the retries
 
 
+def test_a_line_whisper_timed_at_the_window_end_goes_when_a_retry_says_it_where_it_was_said():
+    """A fresh bench film (seed 4102): the second window's text was only "I am not angry. I am only a little
+    tired.", its words of no length at 41.86 s; the line was said at 21.9 s, whose region, holding no words,
+    was decoded again. Kept, the line showed twice, and as an event under 5/6 s."""
+    from tasks.whisper_pass import collapsed, misplaced_copies
+
+    late = seg("I am not angry. I am only a little tired.", 40.46, 41.86)
+    late = replace(late, words=[w | {"start": 41.86, "end": 41.86} for w in late.words])
+    late.words[0] |= {"start": 40.46}
+    again = seg("I am not angry, I am only afraid to tell you", 21.88, 24.18)
+    other = seg("Can you turn the music down and try to sleep?", 41.95, 45.12)
+    assert collapsed(late) and not collapsed(again) and not collapsed(other)
+    kept, records = misplaced_copies([late, other], [again], near_s=22.0)
+    assert kept == [other] and [r["action"] for r in records] == ["dropped"]
+    # no retry near it that says it: kept (its words may be the only copy of that line)
+    assert misplaced_copies([late, other], [again], near_s=10.0)[0] == [late, other]
+    elsewhere = seg("We should have booked the tickets last week.", 21.88, 24.18)
+    assert misplaced_copies([late, other], [elsewhere], near_s=22.0)[0] == [late, other]
+    # a line said again later, timed where it is said, is no copy
+    assert misplaced_copies([seg("I am not angry, I am only a little tired.", 40.0, 42.0)], [again], 22.0)[1] == []
+
+
 def test_needs_fallback_follows_whisper():
     assert needs_fallback([replace(seg("x"), compression_ratio=3.0)], -1.0, 0.6, 2.4)
     assert needs_fallback([seg("x", logprob=-1.5)], -1.0, 0.6, 2.4)
