@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RUN_ONLY_FIELDS = {"retries", "retry_delay_s"}
 SubtitleFormat = Literal["srt", "vtt", "ass"]
@@ -59,6 +59,12 @@ class PreNerSettings(StageSettings):
     prompt_max_tokens: int = Field(180, ge=16, le=223, description="Whisper prompt budget for names.")
     max_cast: int = 25
     max_variants: int = Field(16, ge=0, description="Most variant spellings kept per glossary entry.")
+
+    @field_validator("glossary_file", "film_glossary_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """`--set PRE_NER__FILM_GLOSSARY_FILE=` clears the glossary, rather than naming the folder "."."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     def cache_relevant(self) -> dict:
         """The glossary files' contents count, not just their paths: an edited glossary re-runs pre_ner."""

@@ -141,3 +141,14 @@ def test_one_answer_for_the_hugging_face_cache(tmp_path: Path, monkeypatch: pyte
     assert hub_cache(tmp_path) == tmp_path / "mine" / "hub"
     assert f"HF_HOME={tmp_path / 'mine'} " in fetch_command("x/y", tmp_path)
     assert f"HF_HOME={tmp_path / 'mine'}." in fetch_hint(["x/y"], tmp_path)
+
+
+def test_an_empty_glossary_setting_clears_it(config_dir: Path, tmp_path: Path) -> None:
+    """`--set PRE_NER__FILM_GLOSSARY_FILE=` means no film glossary, not the folder "." (pre_ner failed with
+    "glossary file . does not exist")."""
+    from flows.cli import parse_overrides
+
+    cleared = load_settings(overrides=parse_overrides(["PRE_NER__FILM_GLOSSARY_FILE=", "PRE_NER__GLOSSARY_FILE= "]))
+    assert cleared.pre_ner.film_glossary_file is None and cleared.pre_ner.glossary_file is None
+    named = load_settings(overrides=parse_overrides([f"PRE_NER__FILM_GLOSSARY_FILE={tmp_path / 'cast.tsv'}"]))
+    assert named.pre_ner.film_glossary_file == tmp_path / "cast.tsv"
