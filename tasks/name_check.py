@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rapidfuzz import fuzz
@@ -39,6 +39,10 @@ LEAD_SIMILARITY = 70.0  # what is left after the lead must look much like the na
 _CLITIC = re.compile(r"(?:n't|'s|'m|'re|'ve|'ll|'d)$", re.IGNORECASE)
 BONUS_NATS = 3.0  # how much less likely the text with the name may be and still win
 AMBIGUOUS_NATS = 1.0  # two names within this of each other for the same words: neither
+# ... and a name spelt much less like the words than another (by LIKENESS_MARGIN of 100) must beat it by more:
+# "Maranasi" scored 1.9 nats likelier as Madurai than as Varanasi, which was said (a fresh bench film).
+LIKENESS_MARGIN = 15.0
+SPELLING_NATS = 3.0
 MAX_WORDS = 2  # "my song" for Mysore: a name heard as two words
 # Letters (of the romanisation key) the words may have per letter of the name: "The teacher" is not Tara
 # (Whisper scored that 2.1-2.7 nats down on the 10- and 30-minute bench films, inside the bonus).
@@ -58,6 +62,7 @@ class Candidate:
     last: int  # one past the last
     name: str
     lead: str = ""  # the English word the first word starts with, kept before the name ("tell" of "tellish")
+    likeness: float = field(default=0.0, compare=False)  # how much the words look like the name, 0-100
 
     @property
     def text(self) -> str:
@@ -84,6 +89,11 @@ def name_forms(terms: Sequence[str]) -> list[str]:
 
 def _key(text: str) -> str:
     return romanisation_key(text).replace(" ", "")
+
+
+def likeness(span: list[str], name: str) -> float:
+    """rapidfuzz ratio (0-100) of the words' and the name's romanisation keys."""
+    return float(fuzz.ratio(_key(" ".join(span)), _key(name)))
 
 
 def looks_like(span: list[str], name: str, needed: float = MIN_SIMILARITY) -> bool:
@@ -141,10 +151,11 @@ def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[C
                 break
             if not any(unsure(w) for w in words[first:last]):
                 continue
-            out.extend(Candidate(first, last, name) for name in names if looks_like(span, name))
+            out.extend(Candidate(first, last, n, "", likeness(span, n)) for n in names if looks_like(span, n))
             if lead is not None:
                 rest = [lead[1], *span[1:]]
-                out.extend(Candidate(first, last, n, lead[0]) for n in names if looks_like(rest, n, LEAD_SIMILARITY))
+                out.extend(Candidate(first, last, n, lead[0], likeness(rest, n)) for n in names
+                           if looks_like(rest, n, LEAD_SIMILARITY))  # fmt: skip
     return out
 
 
@@ -181,8 +192,8 @@ def with_name(words: list[dict[str, Any]], candidate: Candidate) -> list[dict[st
 
 
 def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candidate, float]]:
-    """The respellings to make: within the bonus, clearly ahead of any other name for the same words,
-    and not overlapping a better one; in word order."""
+    """The respellings to make: within the bonus, clearly ahead of any other name for the same words (further
+    ahead of one spelt much more like them), and not overlapping a better one; in word order."""
     best: dict[tuple[int, int], list[tuple[float, Candidate]]] = {}
     for candidate, gain in zip(candidates, gains, strict=True):
         best.setdefault((candidate.first, candidate.last), []).append((gain, candidate))
@@ -190,9 +201,11 @@ def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candid
     for options in best.values():
         options.sort(key=lambda item: item[0], reverse=True)
         gain, candidate = options[0]
-        others = [other for other, option in options[1:] if option.name != candidate.name]  # not the same name led
-        if gain < -BONUS_NATS or (others and others[0] >= gain - AMBIGUOUS_NATS):
+        others = [(other, option) for other, option in options[1:] if option.name != candidate.name]  # not led
+        if gain < -BONUS_NATS or (others and others[0][0] >= gain - AMBIGUOUS_NATS):
             continue
+        if any(o.likeness >= candidate.likeness + LIKENESS_MARGIN and g >= gain - SPELLING_NATS for g, o in others):
+            continue  # the sound says one name, the spelling another: neither
         ranked.append((gain, candidate))
     taken: list[tuple[Candidate, float]] = []
     for gain, candidate in sorted(ranked, key=lambda item: item[0], reverse=True):

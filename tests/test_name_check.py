@@ -110,6 +110,16 @@ def test_chosen_takes_the_bonus_and_refuses_ties_and_overlaps() -> None:
     assert chosen([a, c], [-2.0, 1.0]) == [(c, 1.0)]  # overlapping runs: the better one
 
 
+def test_a_name_spelt_much_less_like_the_words_must_win_by_more() -> None:
+    # A fresh bench film: "Maranasi" scored -1.05 as Madurai and -2.95 as Varanasi, which was said.
+    words = words_with("Her sister moved to Maranasi to study medicine.", {"Maranasi": 0.3})
+    found = {c.name: c for c in name_candidates(words, ["Madurai", "Varanasi"])}
+    assert found["Varanasi"].likeness >= found["Madurai"].likeness + 15
+    assert chosen([found["Madurai"], found["Varanasi"]], [-1.05, -2.95]) == []  # sound and spelling disagree
+    assert chosen([found["Madurai"], found["Varanasi"]], [-1.05, -4.5]) == [(found["Madurai"], -1.05)]
+    assert chosen([found["Varanasi"], found["Madurai"]], [-2.95, -4.5]) == [(found["Varanasi"], -2.95)]
+
+
 def test_respelt_makes_several_respellings_in_one_segment() -> None:
     words = words_of("Noya met the Androha in my song.", unsure=("Noya", "Androha", "song."))
     taken = [(Candidate(0, 1, "Zoya"), -1.0), (Candidate(3, 4, "Rohan"), 0.5), (Candidate(5, 7, "Mysore"), -2.0)]
