@@ -115,7 +115,7 @@ class FilmSpec:
     song_every_s: float  # then one every this many seconds
     song_s: tuple[float, float]
     seed: int
-    sentences: str = "bench"  # "bench": TEMPLATES and LYRICS; "fresh": FRESH_TEMPLATES and FRESH_LYRICS
+    sentences: str = "bench"  # which lines and song lines it says: a key of SENTENCES
 
     @property
     def digest(self) -> str:
@@ -125,7 +125,7 @@ class FilmSpec:
             blob = fields | {"generator": GENERATOR_VERSION, "voices_used": BENCH_VOICES}
         else:
             blob = fields | {"generator": GENERATOR_VERSION, "voices_used": {v: voice_table()[v] for v in self.voices},
-                             "sentences_used": [FRESH_TEMPLATES, FRESH_LYRICS]}  # fmt: skip
+                             "sentences_used": SENTENCES[self.sentences]}  # fmt: skip
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -197,6 +197,7 @@ FRESH_TEMPLATES = (
 FRESH_LYRICS = ("Dancing in the golden rain", "You are the song inside my heart", "Over the hills the morning calls",
                 "Sing with me the night is young", "Carry me home across the sea")  # fmt: skip
 FRESH_VOICES: dict[str, tuple[str, int, int]] = {}  # filled by fresh_spec, code -> (voice, pitch, words a minute)
+SENTENCES = {"bench": (TEMPLATES, LYRICS), "fresh": (FRESH_TEMPLATES, FRESH_LYRICS)}  # FilmSpec.sentences: lines, songs
 
 
 def fresh_spec(seed: int, minutes: float = 4.0) -> FilmSpec:
@@ -252,7 +253,7 @@ def script(spec: FilmSpec, rng: np.random.Generator) -> Any:
     speaker = str(rng.choice(spec.voices))
 
     def sentence() -> str:
-        templates = FRESH_TEMPLATES if spec.sentences == "fresh" else TEMPLATES
+        templates = SENTENCES[spec.sentences][0]
         choices = [i for i in range(len(templates)) if i not in recent]
         index = int(rng.choice(choices))
         recent.append(index)
@@ -341,7 +342,7 @@ def compose(spec: FilmSpec) -> tuple[np.ndarray, dict[str, Any]]:
         song_len = float(rng.uniform(*spec.song_s))
         if t >= next_song and target - t > song_len + 6.0:
             add(silence(rng.uniform(0.8, 1.4)))
-            audio, lyrics = song(song_len, rng, RATE, FRESH_LYRICS if spec.sentences == "fresh" else LYRICS)
+            audio, lyrics = song(song_len, rng, RATE, SENTENCES[spec.sentences][1])
             songs.append({"start": round(t, 3), "end": round(t + audio.size / RATE, 3),
                           "lyrics": [{**x, "start": round(x["start"] + t, 3), "end": round(x["end"] + t, 3)}
                                      for x in lyrics]})  # fmt: skip

@@ -102,27 +102,48 @@ def spoken_and_sung(turns: Sequence[dict[str, Any]], songs: Sequence[dict[str, A
     return sorted([*turns, *lyrics], key=lambda x: x["start"])
 
 
-def wer(reference_items: Sequence[dict[str, Any]], cues: Sequence[Cue]) -> dict[str, Any]:
-    """Word error rate of the cues' text against the items' text (both in time order), with jiwer's counts."""
+@dataclass(frozen=True)
+class Alignment:
+    """The normalised words of the items and of the cues, and jiwer's alignment of them (None when either is
+    empty): what the WER and the names put in are read from."""
+
+    reference: list[str]
+    hypothesis: list[str]
+    out: Any
+
+
+def alignment(reference_items: Sequence[dict[str, Any]], cues: Sequence[Cue]) -> Alignment:
+    """The items' text (in time order) against the cues' text."""
     import jiwer
 
-    reference = normalise(" ".join(t["text"] for t in reference_items))
-    hypothesis = normalise(" ".join(c.text for c in cues))
-    if not reference:
-        return {"wer": 0.0 if not hypothesis else 1.0, "hits": 0, "substitutions": 0, "deletions": 0,
-                "insertions": len(hypothesis.split()), "reference_words": 0}  # fmt: skip
-    if not hypothesis:
-        n = len(reference.split())
+    reference = normalise(" ".join(t["text"] for t in reference_items)).split()
+    hypothesis = normalise(" ".join(c.text for c in cues)).split()
+    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis)) if reference and hypothesis else None
+    return Alignment(reference, hypothesis, out)
+
+
+def wer_of(aligned: Alignment) -> dict[str, Any]:
+    """Word error rate with jiwer's counts."""
+    n = len(aligned.reference)
+    if aligned.out is None:
+        if not n:
+            return {"wer": 0.0 if not aligned.hypothesis else 1.0, "hits": 0, "substitutions": 0, "deletions": 0,
+                    "insertions": len(aligned.hypothesis), "reference_words": 0}  # fmt: skip
         return {"wer": 1.0, "hits": 0, "substitutions": 0, "deletions": n, "insertions": 0, "reference_words": n}
-    out = jiwer.process_words(reference, hypothesis)
+    out = aligned.out
     return {
         "wer": round(float(out.wer), 4),
         "hits": out.hits,
         "substitutions": out.substitutions,
         "deletions": out.deletions,
         "insertions": out.insertions,
-        "reference_words": len(reference.split()),
+        "reference_words": n,
     }
+
+
+def wer(reference_items: Sequence[dict[str, Any]], cues: Sequence[Cue]) -> dict[str, Any]:
+    """Word error rate of the cues' text against the items' text (both in time order), with jiwer's counts."""
+    return wer_of(alignment(reference_items, cues))
 
 
 def overlapping(turn: dict[str, Any], cues: Iterable[Cue], slack: float = 0.2) -> list[Cue]:
@@ -163,21 +184,17 @@ def name_accuracy(turns: Sequence[dict[str, Any]], cues: Sequence[Cue], slack: f
     return {"right": right, "total": total, "share": round(right / total, 4) if total else None, "misses": misses}
 
 
-def names_put_in(reference_items: Sequence[dict[str, Any]], cues: Sequence[Cue], cast: Sequence[str]) -> list[str]:
+def names_put_in(aligned: Alignment, cast: Sequence[str]) -> list[str]:
     """The cast names the cues show where the film says something else: words of a name that the WER alignment
-    (the same as `wer`'s) matches to another word or to nothing. What the name share cannot see: "my mum and"
-    made into Munnar, Veer shown where Kabir was said."""
-    import jiwer
-
-    reference = normalise(" ".join(t["text"] for t in reference_items)).split()
-    hypothesis = normalise(" ".join(c.text for c in cues)).split()
+    matches to another word or to nothing. What the name share cannot see: "my mum and" made into Munnar, Veer
+    shown where Kabir was said."""
     names = {w for name in cast for w in words(name)}
-    if not reference or not hypothesis or not names:
-        return [w for w in hypothesis if w in names] if not reference else []
+    if aligned.out is None:  # nothing said (every name shown is put in) or nothing shown
+        return [w for w in aligned.hypothesis if w in names] if not aligned.reference else []
     out = []
-    for chunk in jiwer.process_words(" ".join(reference), " ".join(hypothesis)).alignments[0]:
+    for chunk in aligned.out.alignments[0]:
         if chunk.type in ("substitute", "insert"):
-            out += [w for w in hypothesis[chunk.hyp_start_idx : chunk.hyp_end_idx] if w in names]
+            out += [w for w in aligned.hypothesis[chunk.hyp_start_idx : chunk.hyp_end_idx] if w in names]
     return out
 
 
@@ -259,17 +276,16 @@ def score(truth: dict[str, Any], cues: Sequence[Cue]) -> dict[str, Any]:
     """Every quality figure for one subtitle file against one film's truth."""
     turns, songs, cast = truth["turns"], truth.get("songs", []), truth.get("cast") or {}
     lost = lines_lost(turns, cues)
+    aligned = alignment(spoken_and_sung(turns, songs), cues)
     return {
         "events": len(cues),
-        "wer": wer(spoken_and_sung(turns, songs), cues),
+        "wer": wer_of(aligned),
         "dialogue_wer": wer(turns, dialogue_cues(cues, songs)),
         "lines_lost": len(lost),
         "lost": lost,
         "turns": len(turns),
         "names": name_accuracy(turns, cues),
-        "names_put_in": names_put_in(
-            spoken_and_sung(turns, songs), cues, [*cast.get("people", []), *cast.get("places", [])]
-        ),  # fmt: skip
+        "names_put_in": names_put_in(aligned, [*cast.get("people", []), *cast.get("places", [])]),
         "offsets": start_offsets(turns, cues),
         "dialogue_as_lyrics": shown_as_lyrics(turns, cues),
         "rules": rule_breaks(cues),

@@ -62,7 +62,7 @@ class Candidate:
     last: int  # one past the last
     name: str
     lead: str = ""  # the English word the first word starts with, kept before the name ("tell" of "tellish")
-    likeness: float = field(default=0.0, compare=False)  # how much the words look like the name, 0-100
+    likeness: float = field(default=0.0, compare=False)  # how much the words look like the name (`likeness`)
 
     @property
     def text(self) -> str:
@@ -91,23 +91,20 @@ def _key(text: str) -> str:
     return romanisation_key(text).replace(" ", "")
 
 
-def likeness(span: list[str], name: str) -> float:
-    """rapidfuzz ratio (0-100) of the words' and the name's romanisation keys."""
-    return float(fuzz.ratio(_key(" ".join(span)), _key(name)))
-
-
-def looks_like(span: list[str], name: str, needed: float = MIN_SIMILARITY) -> bool:
-    """Whether words could be the name misheard: spelt alike (on the romanisation key), of a like length,
-    and not one function word ("you" is never Zoya) nor one ordinary word only loosely alike."""
+def likeness(span: list[str], name: str, needed: float = MIN_SIMILARITY) -> float | None:
+    """How much words look like the name (rapidfuzz ratio of the romanisation keys, 0-100), when they could be
+    the name misheard: spelt at least `needed` alike, of a like length, and not one function word ("you" is
+    never Zoya) nor one ordinary word only loosely alike; else None."""
     key, target = _key(" ".join(span)), _key(name)
     if not key or not 0.5 * len(target) <= len(key) <= MAX_LENGTH_RATIO * len(target):
-        return False
+        return None
     if len(span) == 1:
         if is_stop_word(span[0]):
-            return False
+            return None
         if is_ordinary_word(span[0]):
             needed = max(needed, ORDINARY_SIMILARITY)
-    return fuzz.ratio(key, target) >= needed
+    score = float(fuzz.ratio(key, target))
+    return score if score >= needed else None
 
 
 def made_up(word: str) -> bool:
@@ -151,11 +148,14 @@ def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[C
                 break
             if not any(unsure(w) for w in words[first:last]):
                 continue
-            out.extend(Candidate(first, last, n, "", likeness(span, n)) for n in names if looks_like(span, n))
+            readings = [("", span, MIN_SIMILARITY)]
             if lead is not None:
-                rest = [lead[1], *span[1:]]
-                out.extend(Candidate(first, last, n, lead[0], likeness(rest, n)) for n in names
-                           if looks_like(rest, n, LEAD_SIMILARITY))  # fmt: skip
+                readings.append((lead[0], [lead[1], *span[1:]], LEAD_SIMILARITY))
+            for before, heard, needed in readings:
+                for name in names:
+                    alike = likeness(heard, name, needed)
+                    if alike is not None:
+                        out.append(Candidate(first, last, name, before, alike))
     return out
 
 
@@ -201,7 +201,8 @@ def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candid
     for options in best.values():
         options.sort(key=lambda item: item[0], reverse=True)
         gain, candidate = options[0]
-        others = [(other, option) for other, option in options[1:] if option.name != candidate.name]  # not led
+        # other names only: the same name with and without a lead is one reading
+        others = [(other, option) for other, option in options[1:] if option.name != candidate.name]
         if gain < -BONUS_NATS or (others and others[0][0] >= gain - AMBIGUOUS_NATS):
             continue
         if any(o.likeness >= candidate.likeness + LIKENESS_MARGIN and g >= gain - SPELLING_NATS for g, o in others):

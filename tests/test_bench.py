@@ -115,13 +115,15 @@ def test_name_accuracy_counts_mentions_spelt_right_over_their_turn() -> None:
 def test_names_put_in_are_cast_names_the_alignment_finds_where_another_word_was_said() -> None:
     said = [turn("I promised my mother I would be home.", 0.0, 2.0), turn("Kabir and Munnar.", 3.0, 4.0)]
     right = srt((0.0, 2.0, "I promised my mother I would be home."), (3.0, 4.0, "Kabir and Munnar."))
-    assert scoring.names_put_in(said, right, ["Kabir", "Veer", "Munnar"]) == []
+    assert scoring.names_put_in(scoring.alignment(said, right), ["Kabir", "Veer", "Munnar"]) == []
     # "my mum and" made into Munnar, Veer for Kabir: both put in; the Munnar said stays right
     wrong = srt((0.0, 2.0, "I promised Munnar I would be home."), (3.0, 4.0, "Veer and Munnar."))
-    assert scoring.names_put_in(said, wrong, ["Kabir", "Veer", "Munnar"]) == ["munnar", "veer"]
+    assert scoring.names_put_in(scoring.alignment(said, wrong), ["Kabir", "Veer", "Munnar"]) == ["munnar", "veer"]
     # a name shown with nothing said there
     extra = srt((0.0, 2.0, "I promised my mother I would be home, Kochi."), (3.0, 4.0, "Kabir and Munnar."))
-    assert scoring.names_put_in(said, extra, ["Kochi"]) == ["kochi"]
+    assert scoring.names_put_in(scoring.alignment(said, extra), ["Kochi"]) == ["kochi"]
+    assert scoring.names_put_in(scoring.alignment([], extra[:1]), ["Kochi"]) == ["kochi"]  # nothing said there
+    assert scoring.names_put_in(scoring.alignment(said, []), ["Kochi"]) == []
 
 
 def test_start_offsets_median_and_p90() -> None:
