@@ -46,7 +46,7 @@ from tasks.contract import (
     files_intact,
     stage_folder_name,
 )
-from tasks.memory import release
+from tasks.memory import release, thawed
 
 Body = Callable[..., dict[str, Any]]
 # A cheap check run before any stage starts: raises PermanentError when the stage could not run
@@ -981,7 +981,7 @@ def open_run(
         check_room(job, planned, forced)
     except OutputVolumeError as exc:
         raise PipelineError(str(exc.strerror)) from exc
-    with job_lock(job), private_tmp(job):
+    with job_lock(job), private_tmp(job), thawed():
         log = stage_logger(job, "orchestrator")
         _ORCHESTRATOR_LOGS[job.job_id] = log
         try:

@@ -13,8 +13,15 @@ from typing import Any
 
 def release() -> None:
     """Free model memory once the caller dropped its references: collect, empty the CUDA cache, and
-    hand freed heap back to the OS (glibc keeps it otherwise, so RSS would not come down)."""
+    hand freed heap back to the OS (glibc keeps it otherwise, so RSS would not come down).
+
+    What survives the collection (the imported libraries, mostly) is frozen out of later ones: a full
+    collection walks every tracked object, 0.16-0.23 s here once torch and Prefect are in (280,000-350,000
+    objects), five times a run and twice in asr. Frozen, each later one walks only what came since. `thawed`
+    gives the frozen objects back to the collector when a run ends.
+    """
     gc.collect()
+    gc.freeze()
     if "torch" in sys.modules:
         import torch
 
@@ -35,6 +42,16 @@ def trim_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):
             pass
+
+
+@contextmanager
+def thawed() -> Iterator[None]:
+    """A block (a whole run) after which what `release` froze is collectable again: a long-lived process (a
+    served deployment) must not keep a finished run's garbage that was alive when a stage froze it."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager
