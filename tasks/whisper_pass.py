@@ -22,7 +22,7 @@ import numpy as np
 
 from hardware.policy import StageDevice
 from settings.stages import WhisperDecoding
-from tasks.asr_guards import GuardSettings, Record, apply_guards, recites, record, repeated_across
+from tasks.asr_guards import GuardSettings, Record, apply_guards, normalise, recites, record, repeated_across
 from tasks.devanagari import latin_share
 from tasks.memory import loaded
 from tasks.name_check import name_forms
@@ -331,6 +331,35 @@ def misplaced_copies(kept: list[Decoded], retried: list[Decoded],
     return out, records
 
 
+def names_said(words: list[str], terms: list[list[str]]) -> int | None:
+    """How many prompt terms the words are, one after another (longest first); None when any word is not one."""
+    count, at = 0, 0
+    while at < len(words):
+        match = next((t for t in terms if words[at : at + len(t)] == t), None)
+        if match is None:
+            return None
+        count, at = count + 1, at + len(match)
+    return count
+
+
+def names_alone(found: list[Decoded], terms: Iterable[str]) -> tuple[list[Decoded], list[Record]]:
+    """The retried pieces, less those that say nothing but two or more of the prompt's names.
+
+    A prompted retry can recite where it should listen: on a fresh bench film it wrote "Jodhpur, Jodhpur,"
+    over "Keep your voice down, the baby is asleep." Kept, such a piece marks its region covered, so the
+    unprompted retry that would hear the line never comes (and hears a name said alone again, if it was).
+    """
+    known = sorted((normalise(t).split() for t in terms), key=len, reverse=True)
+    known = [t for t in known if t]
+    out, records = [], []
+    for seg in found:
+        if (names_said(normalise(seg.text).split(), known) or 0) >= 2:
+            records.append(record(seg, "retry said only names of the prompt", "dropped"))
+            continue
+        out.append(seg)
+    return out, records
+
+
 def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[str, float]], kept: list[Decoded],
                      cfg: GuardSettings, batch_size: int,
                      log: logging.Logger) -> tuple[list[Decoded], list[Record]]:  # fmt: skip
@@ -339,7 +368,8 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     words kept when they pass the guards and Whisper is sure of them. One mechanism, two tries:
 
     1. the bare regions in windows of their own, batched, with the pass's prompt: Whisper often ends a full
-       window early and drops its last utterance, which it says when that utterance is alone;
+       window early and drops its last utterance, which it says when that utterance is alone (a piece that
+       says only the prompt's names is a recital, not what was said: `names_alone`);
     2. what is still bare, each region on its own with temperature fallback and without the names in the
        prompt (a name list can make Whisper recite instead of listen; a loop a guard cut off is retried this
        way). Only the script-setting part of the prompt stays (Hindi's Devanagari sentence), since without
@@ -352,8 +382,11 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     windows = speech_chunks(missed, audio, decoder.chunk_s)
     first = [piece for seg in decoder.decode(audio, windows, batch_size) for piece in cut_at_regions(seg, missed)]
     found, records = guarded(first, speech, cfg, log)
+    found, recited = names_alone(found, cfg.prompt_terms)
+    for rec in recited:
+        log.info("retry dropped [%.2f-%.2f], only names of the prompt: %r", rec["start"], rec["end"], rec["text"])
     found, unsure = confident(found, cfg, log)
-    records += unsure
+    records += recited + unsure
     options = lone_options(decoder)
     for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5, stretches=False)):
         again, dropped = guarded(decoder.decode_alone(audio, region, 10_000 + number, options), speech, cfg, log)

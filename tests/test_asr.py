@@ -814,6 +814,21 @@ def test_a_line_whisper_timed_at_the_window_end_goes_when_a_retry_says_it_where_
     assert misplaced_copies([seg("I am not angry, I am only a little tired.", 40.0, 42.0)], [again], 22.0)[1] == []
 
 
+def test_a_retry_that_says_only_the_prompts_names_does_not_cover_its_region():
+    """fresh-4107: the prompted retry wrote "Jodhpur, Jodhpur," over "Keep your voice down, the baby is asleep."."""
+    from tasks.whisper_pass import names_alone
+
+    terms = ["Nandini", "Varanasi", "Jodhpur", "Farhan Khan"]
+    recital = seg("Jodhpur, Jodhpur,", 6.74, 11.4)
+    line = seg("The cricket match was cancelled.", 11.4, 14.5)
+    kept, records = names_alone([recital, line], terms)
+    assert kept == [line] and [(r["action"], r["text"]) for r in records] == [("dropped", "Jodhpur, Jodhpur,")]
+    # a name said on its own, a name in a sentence, a full name: what was said
+    for said in ["Nandini!", "Nandini, come here.", "Farhan Khan.", "Khan"]:
+        assert names_alone([seg(said, 1.0, 2.0)], terms)[0] != []
+    assert names_alone([seg("Farhan Khan, Nandini.", 1.0, 2.0)], terms)[0] == []
+
+
 def test_needs_fallback_follows_whisper():
     assert needs_fallback([replace(seg("x"), compression_ratio=3.0)], -1.0, 0.6, 2.4)
     assert needs_fallback([seg("x", logprob=-1.5)], -1.0, 0.6, 2.4)
