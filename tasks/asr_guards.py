@@ -195,6 +195,34 @@ def echo_start(toks: list[str], terms: list[str]) -> tuple[int, str | None] | No
     return None
 
 
+def inner_recital(toks: list[str], terms: list[str]) -> range | None:
+    """The tokens of a recital inside the text to cut (all of its names but the first), or None.
+
+    Inside a text, a list of names can be real ("I invited Zoya, Kabir, Meera and Veer"), so only a run that
+    says a prompt name again after another name is taken for a recital: at least three one-word items, each
+    ending with a comma, in which a prompt name comes back after a different item ("and Nandini, Neha,
+    Nandini, Ransas, the phone" for "Nandini never answers the phone" on a fresh bench film; "Arjun, Meer,
+    Stone, Arjun, Leem," for "Arjun, the bus to Darjeeling" on the 10-minute one). A name called twice in a
+    row ("Raj, Raj, wake up") is no recital. The run's first item is kept: it is where the recital began,
+    mostly on a name that was said.
+    """
+    term_words = {w for t in terms for w in normalise(t).split()}
+    norm = [normalise(t) for t in toks]
+    i = 0
+    while i < len(toks):
+        j = i
+        while j < len(toks) and toks[j].rstrip().endswith(",") and len(norm[j].split()) == 1:
+            j += 1
+        items = norm[i:j]
+        if len(items) >= 3 and any(
+            items[a] in term_words and items[a] in items[a + 2 :] and items[a + 1] != items[a]
+            for a in range(len(items))
+        ):
+            return range(i + 1, j)
+        i = max(j, i + 1)
+    return None
+
+
 def recites(segments: list[Decoded], terms: list[str]) -> bool:
     """Whether a recital of prompt terms (as `echo_start` finds one) ends anywhere in the text, not only at
     its end: a window Whisper began by reciting the names ("Simran, Amritsar, Imrits. I know, Raj, ...")."""
@@ -262,7 +290,8 @@ def echoed_share(text: str, prompt: str) -> float:
 def guard_prompt_echo(
     seg: Decoded, terms: list[str], prompt: str | None, intro: str | None = None
 ) -> tuple[Decoded | None, Record | None]:
-    """Drop a segment that is the prompt or hotword list recited; cut such a recital off a segment's end."""
+    """Drop a segment that is the prompt or hotword list recited; cut such a recital off a segment's end, and
+    out of its middle where a name comes back (`inner_recital`)."""
     text = normalise(seg.text)
     if not text:
         return seg, None
@@ -280,13 +309,18 @@ def guard_prompt_echo(
         return seg, None
     toks = tokens_of(seg)
     found = echo_start(toks, terms)
-    if found is None:
+    changed = seg
+    if found is not None:
+        cut, glued = found
+        if glued is not None and normalise(glued):
+            changed = with_tokens(seg, list(range(cut + 1)), {cut: glued})
+        else:
+            changed = with_tokens(seg, list(range(cut)))
+    inner = inner_recital(tokens_of(changed), terms)
+    if inner is not None:
+        changed = with_tokens(changed, [i for i in range(len(tokens_of(changed))) if i not in inner])
+    if changed is seg:
         return seg, None
-    cut, glued = found
-    if glued is not None and normalise(glued):
-        changed = with_tokens(seg, list(range(cut + 1)), {cut: glued})
-    else:
-        changed = with_tokens(seg, list(range(cut)))
     if not normalise(changed.text):
         return None, record(seg, "prompt_echo", "dropped")
     return changed, record(seg, "prompt_echo", "changed", changed)

@@ -576,6 +576,24 @@ def test_guard_prompt_echo_cuts_a_recited_hotword_list():
     assert guard_prompt_echo(one_name, terms, None)[1] is None
 
 
+def test_guard_prompt_echo_cuts_a_recital_inside_the_text_where_a_name_comes_back():
+    terms = ["Ishita", "Nandini", "Neha", "Sneha", "Varanasi"]
+    # fresh-4108 (asr v18): "Nandini never answers the phone in the morning."
+    words = [" and", " Nandini,", " Neha,", " Nandini,", " Ransas,", " the", " phone", " in", " the", " morning."]
+    recital = seg("".join(words).strip(), 1.0, 4.0, words=words)
+    changed, rec = guard_prompt_echo(recital, terms, None)
+    assert rec is not None and rec["reason"] == "prompt_echo" and rec["action"] == "changed"
+    assert changed.text == "and Nandini, the phone in the morning."
+    assert (changed.start, changed.end) == (1.0, 4.0)
+    assert [w["word"] for w in changed.words] == [" and", " Nandini,", " the", " phone", " in", " the", " morning."]
+    # Lists that are said: names once each, a name called twice in a row, a list at the end of the text (which
+    # the trailing check judges), and fewer than three items.
+    for line in ("I invited Zoya, Neha, Ishita, and Sneha to the wedding.", "Neha, Neha, wake up, we are late.",
+                 "Neha, Nandini, come here.", "Ishita, you told Neha, Ishita said it first."):  # fmt: skip
+        said = seg(line)
+        assert guard_prompt_echo(said, terms, None) == (said, None), line
+
+
 def test_guard_stock_phrase_only_on_weak_evidence():
     thanks = seg("Thanks for watching!", 1.0, 2.0, logprob=-1.2)
     assert weak_evidence(thanks, SPEECH, 0.6, -1.0)
