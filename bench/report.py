@@ -160,6 +160,8 @@ def _speed_rows(film: dict[str, Any], targets: dict[str, Target]) -> list[tuple[
         ("s per audio minute", fmt(p["s_per_audio_min"], digits=1), fmt(w["s_per_audio_min"], digits=1), ""),
         ("asr stage / WhisperX transcription s", fmt(p["asr_s"], digits=1), fmt(w["transcription_s"], digits=1),
          f"ratio {fmt(s['ratio_asr'])} {targets['asr stage / WhisperX transcription'].note()}"),
+        ("  asr after loading Whisper (as WhisperX's figure)", fmt(p.get("asr_after_load_s"), digits=1),
+         fmt(w["transcription_s"], digits=1), f"ratio {fmt(s.get('ratio_asr_after_load'))}"),
         ("  asr decoding alone (its log)", fmt(p.get("asr_decode_s"), digits=1), "", ""),
         ("  asr stage / WhisperX whole wall", "", "", f"ratio {fmt(ratio(p['asr_s'], w['wall_s']))}"),
     ]  # fmt: skip

@@ -638,6 +638,7 @@ def asr(
         "device": ctx.device.device,
         "compute_type": out.compute_type,
         "batch_size": out.batch_size,
+        "model_load_s": out.load_s,
         "windows": out.windows,
         "redecoded_windows": out.redecoded,
         "segments": len(segments),

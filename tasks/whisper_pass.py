@@ -83,6 +83,7 @@ class PassResult:
     redecoded: int
     compute_type: str
     batch_size: int
+    load_s: float = 0.0  # loading the model: WhisperX's own "transcription" figure begins after it
 
 
 def checks_names(decoding: WhisperDecoding, language: str, task: str) -> bool:
@@ -470,6 +471,8 @@ def whisper_pass(
         )
     ) as held:
         whisper = held[0]
+        load_s = time.monotonic() - started
+        log.info("Whisper loaded in %.2f s", load_s)
         language, probability = choose_language(whisper, speech_audio(audio, chunks))
         decoder = WhisperDecoder(
             whisper,
@@ -527,4 +530,5 @@ def whisper_pass(
         redecoded=redecoded,
         compute_type=compute_type,
         batch_size=batch_size,
+        load_s=round(load_s, 2),
     )
