@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from itertools import groupby
@@ -296,6 +297,32 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
     return out
 
 
+def said_again(first: list[Decoded], alone: list[Decoded]) -> list[Decoded]:
+    """The first retry's pieces less the words a lone retry says again over the same time.
+
+    A region can be bare after the first retry although it holds a piece from it ("My grandfather grew up in",
+    all the guard left of a recital of names on a fresh bench film); the lone retry then says the whole line,
+    that piece included, and the piece kept as well would show it twice. Only words the lone retry says too
+    go: a piece of another line that reaches into the region stays.
+    """
+    out: list[Decoded] = []
+    for seg in first:
+        over = [r for r in alone if r.start < seg.end and r.end > seg.start]
+        if not over or not seg.words:
+            out.append(seg)
+            continue
+        spoken = Counter(_plain(w) for r in over for w in r.words)
+        labels = []
+        for w in seg.words:
+            mid, text = (float(w["start"]) + float(w["end"])) / 2, _plain(w)
+            again = spoken[text] > 0 and any(r.start <= mid <= r.end for r in over)
+            spoken[text] -= int(again)
+            labels.append(again)
+        pieces = cut_where_labels_change(seg, labels)
+        out += [p for p, (again, _) in zip(pieces, groupby(labels), strict=True) if not again]
+    return out
+
+
 COLLAPSED_S = 0.02  # a word Whisper times shorter than this has no time of its own
 COPY_SHARE = 0.6  # of a collapsed segment's words a retry near it must say for it to be a copy of that retry
 
@@ -343,18 +370,24 @@ def names_said(words: list[str], terms: list[list[str]]) -> int | None:
     return count
 
 
+NAME_ALONE_S = 1.5  # seconds of speech one name said alone may take ("Farhan Khan." took 0.8 s)
+
+
 def names_alone(found: list[Decoded], terms: Iterable[str]) -> tuple[list[Decoded], list[Record]]:
-    """The retried pieces, less those that say nothing but two or more of the prompt's names.
+    """The retried pieces, less those that say nothing but two or more of the prompt's names, or one name over
+    more speech than a name takes.
 
     A prompted retry can recite where it should listen: on a fresh bench film it wrote "Jodhpur, Jodhpur,"
-    over "Keep your voice down, the baby is asleep." Kept, such a piece marks its region covered, so the
-    unprompted retry that would hear the line never comes (and hears a name said alone again, if it was).
+    over "Keep your voice down, the baby is asleep.", and on another "Neha" over the 3 s of "Harsh laughed
+    so hard that everyone turned to look." Kept, such a piece marks its region covered, so the unprompted
+    retry that would hear the line never comes (and hears a name said alone again, if it was).
     """
     known = sorted((normalise(t).split() for t in terms), key=len, reverse=True)
     known = [t for t in known if t]
     out, records = [], []
     for seg in found:
-        if (names_said(normalise(seg.text).split(), known) or 0) >= 2:
+        said = names_said(normalise(seg.text).split(), known) or 0
+        if said >= 2 or (said == 1 and seg.end - seg.start > NAME_ALONE_S):
             records.append(record(seg, "retry said only names of the prompt", "dropped"))
             continue
         out.append(seg)
@@ -389,11 +422,13 @@ def decode_uncovered(decoder: WhisperDecoder, audio: Audio, speech: list[dict[st
     found, unsure = confident(found, cfg, log)
     records += recited + unsure
     options = lone_options(decoder)
+    alone: list[Decoded] = []
     for number, region in enumerate(uncovered_speech(missed, found, min_s=0.5, stretches=False)):
         again, dropped = guarded(decoder.decode_alone(audio, region, 10_000 + number, options), speech, cfg, log)
         again, unsure = confident(again, cfg, log)
-        found += again
+        alone += again
         records += dropped + unsure
+    found = said_again(found, alone) + alone
     found, repeats = new_speech(found, kept)
     records += repeats
     bare = {(r["start"], r["end"]) for r in uncovered_speech(missed, found, min_s=0.5, stretches=False)}

@@ -845,6 +845,9 @@ def test_a_retry_that_says_only_the_prompts_names_does_not_cover_its_region():
     for said in ["Nandini!", "Nandini, come here.", "Farhan Khan.", "Khan"]:
         assert names_alone([seg(said, 1.0, 2.0)], terms)[0] != []
     assert names_alone([seg("Farhan Khan, Nandini.", 1.0, 2.0)], terms)[0] == []
+    # fresh-4110: "Neha" over the 3 s of "Harsh laughed so hard that everyone turned to look."
+    assert names_alone([seg("Nandini", 237.40, 240.36)], terms)[0] == []
+    assert names_alone([seg("Farhan Khan.", 1.0, 2.4)], terms)[0] != []
 
 
 def test_needs_fallback_follows_whisper():
@@ -954,6 +957,40 @@ def test_bare_speech_is_decoded_again_batched_then_alone_and_unsure_text_is_not_
     by_region = {(r["start"], r["action"]) for r in records if r["reason"] == "speech without words"}
     assert by_region == {(4.0, "redecoded"), (8.0, "redecoded"), (12.0, "uncovered")}
     assert any(r["reason"].startswith("retry nonsense") and r["text"] == "gone fish tree" for r in records)
+
+
+class _Recut:
+    """fresh-4110: the batched retry's text for a region was a recital the guard cut back to its first words; the
+    lone retry then heard the whole line."""
+
+    chunk_s = 30.0
+    unprompted = {"initial_prompt": None, "hotwords": None}
+
+    def options(self) -> dict:
+        return {"initial_prompt": "Names in this film: Neha, Pune.", "hotwords": None}
+
+    def decode(self, _audio, _chunks, _batch_size, _on_batch=None) -> list[Decoded]:
+        words = [" My", " grandfather", " grew", " up", " in"] + [" Pune,"] + [" Neha,"] * 20
+        return [seg("".join(words).strip(), 230.48, 235.86, words=words)]
+
+    def decode_alone(self, _audio, chunk, _index, _options) -> list[Decoded]:
+        return [seg("My grandfather grew up in Pune, near the river.", chunk["start"], 236.2)]
+
+
+def test_a_lone_retry_replaces_what_the_first_retry_said_of_its_region():
+    from tasks.asr_guards import GuardSettings
+    from tasks.whisper_pass import decode_uncovered
+
+    speech = [{"start": 230.3, "end": 236.55}]
+    guards = GuardSettings(no_speech_threshold=0.6, log_prob_threshold=-1.0, compression_ratio_threshold=2.4,
+                           prompt_terms=("Neha", "Pune"))  # fmt: skip
+    found, _records = decode_uncovered(_Recut(), None, speech, [], guards, 8, logging.getLogger("test"))  # type: ignore[arg-type]
+    assert [s.text for s in found] == ["My grandfather grew up in Pune, near the river."]
+    # A piece of another line that reaches into the lone retry's time stays: the retry does not say it.
+    from tasks.whisper_pass import said_again
+
+    other = seg("Nobody believed her.", 28.4, 29.8)
+    assert said_again([other], [seg("So tell them the truth.", 28.38, 31.75)]) == [other]
 
 
 def test_a_retry_is_prompted_without_the_names_but_with_the_script_seed():
