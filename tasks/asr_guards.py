@@ -316,9 +316,10 @@ def guard_prompt_echo(
             changed = with_tokens(seg, list(range(cut + 1)), {cut: glued})
         else:
             changed = with_tokens(seg, list(range(cut)))
-    inner = inner_recital(tokens_of(changed), terms)
+    left = tokens_of(changed)
+    inner = inner_recital(left, terms)
     if inner is not None:
-        changed = with_tokens(changed, [i for i in range(len(tokens_of(changed))) if i not in inner])
+        changed = with_tokens(changed, [i for i in range(len(left)) if i not in inner])
     if changed is seg:
         return seg, None
     if not normalise(changed.text):

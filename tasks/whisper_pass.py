@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from itertools import groupby
@@ -229,6 +228,12 @@ def repeated_words(seg: Decoded, spans: list[tuple[float, float]], said: list[tu
     return out
 
 
+def pieces_unsaid(seg: Decoded, repeats: list[bool]) -> list[Decoded]:
+    """The runs of the segment's words that are not repeats (`repeated_words`), each a segment of its own."""
+    pieces = cut_where_labels_change(seg, repeats)
+    return [piece for piece, (again, _) in zip(pieces, groupby(repeats), strict=True) if not again]
+
+
 def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded], list[Record]]:
     """The retried segments that say something the kept ones do not, or the parts of them that do.
 
@@ -248,10 +253,8 @@ def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded]
             continue
         fresh: list[Decoded] = []
         if seg.words:
-            repeats = repeated_words(seg, plain, said)
-            pieces = cut_where_labels_change(seg, repeats)
-            runs = [label for label, _ in groupby(repeats)]
-            fresh = [p for p, again in zip(pieces, runs, strict=True) if not again and len(p.words) >= MIN_FRESH_WORDS]
+            unsaid = pieces_unsaid(seg, repeated_words(seg, plain, said))
+            fresh = [piece for piece in unsaid if len(piece.words) >= MIN_FRESH_WORDS]
         if not fresh:
             records.append(record(seg, "retry repeats a kept segment", "dropped"))
             continue
@@ -298,28 +301,20 @@ def making_room(kept: list[Decoded], retried: list[Decoded]) -> list[Decoded]:
 
 
 def said_again(first: list[Decoded], alone: list[Decoded]) -> list[Decoded]:
-    """The first retry's pieces less the words a lone retry says again over the same time.
+    """The first retry's pieces less the words a lone retry over the same time says again (`repeated_words`).
 
     A region can be bare after the first retry although it holds a piece from it ("My grandfather grew up in",
     all the guard left of a recital of names on a fresh bench film); the lone retry then says the whole line,
     that piece included, and the piece kept as well would show it twice. Only words the lone retry says too
     go: a piece of another line that reaches into the region stays.
     """
+    said = [((float(w["start"]) + float(w["end"])) / 2, _plain(w)) for r in alone for w in r.words]
     out: list[Decoded] = []
     for seg in first:
-        over = [r for r in alone if r.start < seg.end and r.end > seg.start]
-        if not over or not seg.words:
+        if seg.words and any(r.start < seg.end and r.end > seg.start for r in alone):
+            out += pieces_unsaid(seg, repeated_words(seg, [], said))
+        else:
             out.append(seg)
-            continue
-        spoken = Counter(_plain(w) for r in over for w in r.words)
-        labels = []
-        for w in seg.words:
-            mid, text = (float(w["start"]) + float(w["end"])) / 2, _plain(w)
-            again = spoken[text] > 0 and any(r.start <= mid <= r.end for r in over)
-            spoken[text] -= int(again)
-            labels.append(again)
-        pieces = cut_where_labels_change(seg, labels)
-        out += [p for p, (again, _) in zip(pieces, groupby(labels), strict=True) if not again]
     return out
 
 
