@@ -759,11 +759,16 @@ class WhisperDecoder:
         shifted = [replace(c, first=c.first - sentence.start, last=c.last - sentence.start) for c in candidates]
         texts = [join_words(said)] + [join_words(with_name(said, c)) for c in shifted]
         at = tokenizer.timestamp_begin + min(1500, max(0, int(begins_s / 0.02)))
-        results = self.whisper.model.model.align(
-            encoder_rows(encoded, row, len(texts)), [*prompt, at], [tokenizer.encode(" " + t) for t in texts],
-            [SCORING_FRAMES] * len(texts),
-        )  # fmt: skip
-        scores = [float(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)).sum()) for r in results]
+        tokens = [tokenizer.encode(" " + t) for t in texts]
+        per_call = SCORED_PER_CALL_CPU if encoded.device == "cpu" else len(tokens)
+        scores: list[float] = []
+        for first in range(0, len(tokens), per_call):
+            texts_in_call = tokens[first : first + per_call]
+            results = self.whisper.model.model.align(
+                encoder_rows(encoded, row, len(texts_in_call)), [*prompt, at], texts_in_call,
+                [SCORING_FRAMES] * len(texts_in_call),
+            )  # fmt: skip
+            scores += [float(np.log(np.maximum(np.asarray(r.text_token_probs), 1e-12)).sum()) for r in results]
         self.name_checks.sentences += 1
         self.name_checks.texts += len(texts)
         return [score - scores[0] for score in scores[1:]]
@@ -780,6 +785,13 @@ class WhisperDecoder:
 # frames, work the check throws away. 20 frames instead of the window's: the same probabilities, each call about
 # 40 % quicker on its own, the whole check about 13 % quicker on the bench films.
 SCORING_FRAMES = 20
+# Texts scored in one `align` call on the CPU. Each text in a call holds its own copy of the window's encoder
+# output and of the decoder's cross-attention keys and values over it, about 35 MB with tiny.en, so a call's
+# memory and its time per text grow with the texts in it (24 ms a text alone or in twos, 30 in fours, 40 in
+# sixes, 54 in eights); the 30-minute bench film has a sentence of 12 texts. One at a time gives the same
+# scores to the last digit: the check took 2.5 s instead of 3.0 on the 10-minute bench film. On a GPU the
+# texts of a sentence go in one call.
+SCORED_PER_CALL_CPU = 1
 
 
 @dataclass

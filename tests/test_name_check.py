@@ -138,6 +138,7 @@ def misheard() -> dict[str, Any]:
     with and without the check."""
     from bench.films import BENCH_VOICES
     from flows.sample_film import VOICES, require, speak
+    from tasks import whisper_models
     from tasks.whisper_models import Audio, WhisperDecoder, load_whisper, model_prompt, resolve_model
 
     require("espeak-ng"), require("sox")
@@ -162,12 +163,27 @@ def misheard() -> dict[str, Any]:
     seconds = len(samples) / 16000
     chunks = [{"start": float(t), "end": min(t + 20.0, seconds)} for t in range(0, int(seconds) + 1, 20)]
     plain = WhisperDecoder(whisper, "en", "transcribe", prompt_tokens=prompt.tokens)
-    checked = WhisperDecoder(whisper, "en", "transcribe", prompt_tokens=prompt.tokens, names=name_forms(names))
     audio = Audio(samples=samples)
+    scored = WhisperDecoder.sentence_gains
+    decoded, gains = {}, {}
+    for per_call in (whisper_models.SCORED_PER_CALL_CPU, 100):  # as the check runs, and every text in one call
+        checked = WhisperDecoder(whisper, "en", "transcribe", prompt_tokens=prompt.tokens, names=name_forms(names))
+        found: list[list[float]] = []
+
+        def recorded(*args: Any, found: list[list[float]] = found) -> list[float]:
+            found.append(scored(*args))
+            return found[-1]
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(whisper_models, "SCORED_PER_CALL_CPU", per_call)
+            patch.setattr(WhisperDecoder, "sentence_gains", recorded)
+            decoded[per_call], gains[per_call] = (checked.decode(audio, chunks, 8), checked.respellings), found
     return {
         "plain": " ".join(s.text for s in plain.decode(audio, chunks, 8)),
-        "checked": checked.decode(audio, chunks, 8),
-        "respellings": checked.respellings,
+        "checked": decoded[whisper_models.SCORED_PER_CALL_CPU][0],
+        "respellings": decoded[whisper_models.SCORED_PER_CALL_CPU][1],
+        "gains": gains[whisper_models.SCORED_PER_CALL_CPU],
+        "gains_in_one_call": gains[100],
     }
 
 
@@ -189,3 +205,13 @@ def test_only_the_misheard_names_change(misheard: dict[str, Any]) -> None:
     # for a word Whisper was sure of).
     checked = " ".join(s.text for s in misheard["checked"])
     assert checked.replace("Mysore", "my song").replace("Ishaan", "Yishan") == misheard["plain"], checked
+
+
+def test_texts_scored_one_at_a_time_score_as_in_one_call(misheard: dict[str, Any]) -> None:
+    # The check scores a sentence's texts one per call on the CPU (memory and time grow with a call's texts);
+    # the gains must be those of one call with them all.
+    alone, together = misheard["gains"], misheard["gains_in_one_call"]
+    assert alone and len(alone) == len(together) and any(len(g) > 1 for g in alone), (alone, together)
+    flat = [gain for gains in alone for gain in gains]
+    assert [len(g) for g in alone] == [len(g) for g in together]
+    assert flat == pytest.approx([gain for gains in together for gain in gains], abs=1e-4), (alone, together)
