@@ -202,9 +202,10 @@ def inner_recital(toks: list[str], terms: list[str]) -> range | None:
     says a prompt name again after another name is taken for a recital: at least three one-word items, each
     ending with a comma, in which a prompt name comes back after a different item ("and Nandini, Neha,
     Nandini, Ransas, the phone" for "Nandini never answers the phone" on a fresh bench film; "Arjun, Meer,
-    Stone, Arjun, Leem," for "Arjun, the bus to Darjeeling" on the 10-minute one). A name called twice in a
-    row ("Raj, Raj, wake up") is no recital. The run's first item is kept: it is where the recital began,
-    mostly on a name that was said.
+    Stone, Arjun, Leem," for "Arjun, the bus to Darjeeling" on the 10-minute one). The run's last item may
+    end its sentence instead ("from Diya, Ninhashi, Kunal, Diya." for "from the hills in Nashik is
+    beautiful." on another fresh film). A name called twice in a row ("Raj, Raj, wake up") is no recital.
+    The run's first item is kept: it is where the recital began, mostly on a name that was said.
     """
     term_words = {w for t in terms for w in normalise(t).split()}
     norm = [normalise(t) for t in toks]
@@ -213,14 +214,22 @@ def inner_recital(toks: list[str], terms: list[str]) -> range | None:
         j = i
         while j < len(toks) and toks[j].rstrip().endswith(",") and len(norm[j].split()) == 1:
             j += 1
-        items = norm[i:j]
+        end = j + 1 if j < len(toks) and j > i and sentence_ending(toks[j]) and len(norm[j].split()) == 1 else j
+        items = norm[i:end]
         if len(items) >= 3 and any(
             items[a] in term_words and items[a] in items[a + 2 :] and items[a + 1] != items[a]
             for a in range(len(items))
         ):
-            return range(i + 1, j)
+            return range(i + 1, end)
         i = max(j, i + 1)
     return None
+
+
+def sentence_ending(token: str) -> str:
+    """The punctuation that ends a sentence at the end of a token ("Diya." -> ".", 'go?"' -> '?"'), or ""."""
+    word = token.rstrip()
+    tail = word[len(word.rstrip(".!?।\"'”’)")) :]
+    return tail if any(mark in tail for mark in ".!?।") else ""
 
 
 def recites(segments: list[Decoded], terms: list[str]) -> bool:
@@ -319,7 +328,10 @@ def guard_prompt_echo(
     left = tokens_of(changed)
     inner = inner_recital(left, terms)
     if inner is not None:
-        changed = with_tokens(changed, [i for i in range(len(left)) if i not in inner])
+        first, ending = inner.start - 1, sentence_ending(left[inner.stop - 1])
+        # the recital's first item, kept, ends the sentence where the recital did
+        ended = {first: left[first].rstrip().rstrip(",") + ending} if ending else None
+        changed = with_tokens(changed, [i for i in range(len(left)) if i not in inner], ended)
     if changed is seg:
         return seg, None
     if not normalise(changed.text):

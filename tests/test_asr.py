@@ -586,10 +586,17 @@ def test_guard_prompt_echo_cuts_a_recital_inside_the_text_where_a_name_comes_bac
     assert changed.text == "and Nandini, the phone in the morning."
     assert (changed.start, changed.end) == (1.0, 4.0)
     assert [w["word"] for w in changed.words] == [" and", " Nandini,", " the", " phone", " in", " the", " morning."]
+    # fresh-4115 (asr v20, after the name check made "Tifa." Diya): "Sameer says the view from the hills in
+    # Nashik is beautiful. We should have booked the tickets last week." The recital ends its sentence.
+    words = [" Sameer", " says", " Namio", " from", " Diya,", " Ninhashi,", " Kunal,", " Diya.", " We", " shouldn't",
+             " work", " to", " the", " ticket."]  # fmt: skip
+    changed, rec = guard_prompt_echo(seg("".join(words).strip(), 1.0, 6.0, words=words), ["Diya", "Kunal"], None)
+    assert rec is not None and changed.text == "Sameer says Namio from Diya. We shouldn't work to the ticket."
     # Lists that are said: names once each, a name called twice in a row, a list at the end of the text (which
     # the trailing check judges), and fewer than three items.
     for line in ("I invited Zoya, Neha, Ishita, and Sneha to the wedding.", "Neha, Neha, wake up, we are late.",
-                 "Neha, Nandini, come here.", "Ishita, you told Neha, Ishita said it first."):  # fmt: skip
+                 "Neha, Nandini, come here.", "Ishita, you told Neha, Ishita said it first.",
+                 "We met Neha, Ishita, Sneha. Then we left.", "Neha, Ishita, Neha said so."):  # fmt: skip
         said = seg(line)
         assert guard_prompt_echo(said, terms, None) == (said, None), line
 
