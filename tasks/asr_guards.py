@@ -15,6 +15,7 @@ from typing import Any
 import regex
 from rapidfuzz import fuzz
 
+from tasks.subtitle_layout import SENTENCE_END
 from tasks.whisper_models import Decoded
 
 Record = dict[str, Any]
@@ -226,10 +227,10 @@ def inner_recital(toks: list[str], terms: list[str]) -> range | None:
 
 
 def sentence_ending(token: str) -> str:
-    """The punctuation that ends a sentence at the end of a token ("Diya." -> ".", 'go?"' -> '?"'), or ""."""
-    word = token.rstrip()
-    tail = word[len(word.rstrip(".!?।\"'”’)")) :]
-    return tail if any(mark in tail for mark in ".!?।") else ""
+    """The punctuation that ends a sentence at the end of a token (subtitle layout's `SENTENCE_END`: "Diya."
+    -> ".", 'go?"' -> '?"'), or ""."""
+    found = SENTENCE_END.search(token.rstrip())
+    return found.group(0) if found else ""
 
 
 def recites(segments: list[Decoded], terms: list[str]) -> bool:

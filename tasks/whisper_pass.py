@@ -216,14 +216,17 @@ def _plain(word: dict[str, Any]) -> str:
     return re.sub(r"[^\w']+", "", str(word["word"]).lower())
 
 
+def said_words(segments: list[Decoded]) -> list[tuple[float, str]]:
+    """Each word of the segments as (midpoint, plain text): what `repeated_words` compares a retry with."""
+    return [((float(w["start"]) + float(w["end"])) / 2, _plain(w)) for s in segments for w in s.words]
+
+
 def repeated_words(seg: Decoded, spans: list[tuple[float, float]], said: list[tuple[float, str]]) -> list[bool]:
     """For each word of a retried segment, whether a kept word already says it: one timed where it is
-    (`spans`, stretched words left out) or one of the same text close by (`said`: midpoint, text)."""
+    (`spans`, stretched words left out) or one of the same text close by (`said`, from `said_words`)."""
     out = []
-    for w in seg.words:
-        mid = (float(w["start"]) + float(w["end"])) / 2
+    for mid, text in said_words([seg]):
         held = any(a <= mid <= b for a, b in spans_over(mid, mid, spans))
-        text = _plain(w)
         out.append(held or any(abs(m - mid) <= REPEAT_NEAR_S and t == text for m, t in said))
     return out
 
@@ -245,7 +248,7 @@ def new_speech(found: list[Decoded], kept: list[Decoded]) -> tuple[list[Decoded]
     repeat no kept word (`repeated_words`) are kept.
     """
     spans, plain = word_spans(kept), word_spans(kept, stretched=False)
-    said = [((float(w["start"]) + float(w["end"])) / 2, _plain(w)) for s in kept for w in s.words]
+    said = said_words(kept)
     out, records = [], []
     for seg in found:
         if held_seconds(seg.start, seg.end, spans) <= 0.5 * max(seg.end - seg.start, 1e-3):
@@ -308,7 +311,7 @@ def said_again(first: list[Decoded], alone: list[Decoded]) -> list[Decoded]:
     that piece included, and the piece kept as well would show it twice. Only words the lone retry says too
     go: a piece of another line that reaches into the region stays.
     """
-    said = [((float(w["start"]) + float(w["end"])) / 2, _plain(w)) for r in alone for w in r.words]
+    said = said_words(alone)
     out: list[Decoded] = []
     for seg in first:
         if seg.words and any(r.start < seg.end and r.end > seg.start for r in alone):
