@@ -549,7 +549,7 @@ def asr_preflight(settings: AsrSettings, device: StageDevice, cache_root: Path, 
     return f"Whisper model {choice.spec} ({choice.path}){': ' + choice.reason if choice.reason else ''}"
 
 
-@stage("asr", version="21", gpu=True, preflight=asr_preflight)
+@stage("asr", version="22", gpu=True, preflight=asr_preflight)
 def asr(
     ctx: StageContext,
     settings: AsrSettings,

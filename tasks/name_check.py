@@ -1,11 +1,13 @@
 """Names Whisper misheard, put right by Whisper itself listening again.
 
 A run of up to two words that Whisper was unsure of and that is spelt like a glossary name
-("Noya" for Zoya, "my song" for Mysore, "Androha" for Rohan) is a candidate; so is a made-up word that
+("Noya" for Zoya, "my song" for Mysore, "Androha" for Rohan), or that sounds like one (espeak-ng's phonemes,
+`tasks.phonetics`: "origin" for Arjun, "Bruna" for Pune), is a candidate; so is a made-up word that
 starts with an English word, as that word and the name ("tellish on" for "tell Ishaan"). Whisper then reads
 the segment's audio twice with the pass's prompt, forced through its own text and through the
 text with the name in place of the run (`WhisperDecoder` scores both from the encoder output it
-already has), and the name goes in when that text is at most `BONUS_NATS` less likely.
+already has), and the name goes in when that text is at most `BONUS_NATS` less likely (`SOUND_BONUS_NATS`
+for English words that only sound like the name).
 
 Why a bonus and not "the likelier text wins": the names are what the film is known to contain, so
 a small loss of likelihood is worth a name, the way contextual biasing weights a known list. On the
@@ -21,13 +23,14 @@ does the listening.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rapidfuzz import fuzz
 
 from tasks.glossary import is_ordinary_word, is_stop_word, romanisation_key
+from tasks.phonetics import sound_likeness
 from tasks.subtitle_layout import SENTENCE_END
 
 UNSURE = 0.5  # a word below this probability is one Whisper was unsure of
@@ -49,6 +52,13 @@ MAX_WORDS = 2  # "my song" for Mysore: a name heard as two words
 MAX_LENGTH_RATIO = 1.75
 MIN_SIMILARITY = 50.0  # rapidfuzz ratio of the romanisation keys, 0-100
 ORDINARY_SIMILARITY = 70.0  # a single ordinary English word must look much more like it ("teacher" is not Tara)
+# Words spelt unlike the name that sound like it (coarse sounds, `tasks.phonetics`, 0-100): "origin" for Arjun
+# (73), "Bruna" for Pune. Under 65 come the pairs of common words ("for the" and Tara, "the song" and Arjun).
+SOUND_SIMILARITY = 65.0
+# English words that only sound like a name must be nearly as likely with it: "my mother" scored 1.6-2.7 nats
+# below "my Munnar" on three fresh bench films (inside BONUS_NATS), where "court" for Coorg scored -0.6 and
+# "origin" for Arjun +1.6.
+SOUND_BONUS_NATS = 1.0
 
 _LETTERS = re.compile(r"^[^\w']+|[^\w']+$")
 _OPENING = re.compile(r"^\s*[^\w\s']*")  # a word's leading space and opening quote
@@ -63,6 +73,7 @@ class Candidate:
     name: str
     lead: str = ""  # the English word the first word starts with, kept before the name ("tell" of "tellish")
     likeness: float = field(default=0.0, compare=False)  # how much the words look like the name (`likeness`)
+    bonus: float = field(default=BONUS_NATS, compare=False)  # how much less likely its text may be and win
 
     @property
     def text(self) -> str:
@@ -95,6 +106,26 @@ def likeness(span: list[str], name: str, needed: float = MIN_SIMILARITY) -> floa
     """How much words look like the name (rapidfuzz ratio of the romanisation keys, 0-100), when they could be
     the name misheard: spelt at least `needed` alike, of a like length, and not one function word ("you" is
     never Zoya) nor one ordinary word only loosely alike; else None."""
+    needed_here = _needed(span, name, needed)
+    if needed_here is None:
+        return None
+    score = float(fuzz.ratio(_key(" ".join(span)), _key(name)))
+    return score if score >= needed_here else None
+
+
+def sound_likeness_of(span: list[str], name: str, sounds: Mapping[str, str],
+                      needed: float = MIN_SIMILARITY) -> float | None:  # fmt: skip
+    """How much words spelt unlike the name sound like it (`tasks.phonetics`), under the same conditions as
+    `likeness` and at least SOUND_SIMILARITY alike; else None. Never for function words alone ("in the")."""
+    needed_here = _needed(span, name, needed)
+    if needed_here is None or all(is_stop_word(w) for w in span):
+        return None
+    score = sound_likeness(span, name, sounds)
+    return score if score is not None and score >= max(needed_here, SOUND_SIMILARITY) else None
+
+
+def _needed(span: list[str], name: str, needed: float) -> float | None:
+    """The likeness words need to be the name; None when they cannot be (length, a function word alone)."""
     key, target = _key(" ".join(span)), _key(name)
     if not key or not 0.5 * len(target) <= len(key) <= MAX_LENGTH_RATIO * len(target):
         return None
@@ -102,9 +133,8 @@ def likeness(span: list[str], name: str, needed: float = MIN_SIMILARITY) -> floa
         if is_stop_word(span[0]):
             return None
         if is_ordinary_word(span[0]):
-            needed = max(needed, ORDINARY_SIMILARITY)
-    score = float(fuzz.ratio(key, target))
-    return score if score >= needed else None
+            return max(needed, ORDINARY_SIMILARITY)
+    return needed
 
 
 def made_up(word: str) -> bool:
@@ -129,10 +159,12 @@ def lead_of(word: str) -> tuple[str, str] | None:
     return None
 
 
-def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[Candidate]:
+def name_candidates(words: list[dict[str, Any]], names: Sequence[str],
+                    sounds: Mapping[str, str] | None = None) -> list[Candidate]:  # fmt: skip
     """Runs of words in a segment that may be a misheard name: at least one word Whisper was unsure of,
-    no name among them, no punctuation inside the run. A run whose first word is made up and starts with
-    an English word may also be that word and the name ("tellish on": tell Ishaan)."""
+    no name among them, no punctuation inside the run, spelt like the name or (given `sounds`, see
+    `tasks.phonetics`) sounding like it. A run whose first word is made up and starts with an English word
+    may also be that word and the name ("tellish on": tell Ishaan)."""
     known = {n.casefold() for n in names}
     cores = [core(str(w.get("word") or "")) for w in words]
     out: list[Candidate] = []
@@ -156,6 +188,12 @@ def name_candidates(words: list[dict[str, Any]], names: Sequence[str]) -> list[C
                     alike = likeness(heard, name, needed)
                     if alike is not None:
                         out.append(Candidate(first, last, name, before, alike))
+                        continue
+                    alike = sound_likeness_of(heard, name, sounds, needed) if sounds else None
+                    if alike is not None:
+                        english = all(is_ordinary_word(w) for w in heard)
+                        out.append(Candidate(first, last, name, before, alike,
+                                             SOUND_BONUS_NATS if english else BONUS_NATS))  # fmt: skip
     return out
 
 
@@ -192,7 +230,7 @@ def with_name(words: list[dict[str, Any]], candidate: Candidate) -> list[dict[st
 
 
 def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candidate, float]]:
-    """The respellings to make: within the bonus, clearly ahead of any other name for the same words (further
+    """The respellings to make: within their bonus, clearly ahead of any other name for the same words (further
     ahead of one spelt much more like them), and not overlapping a better one; in word order."""
     best: dict[tuple[int, int], list[tuple[float, Candidate]]] = {}
     for candidate, gain in zip(candidates, gains, strict=True):
@@ -203,10 +241,10 @@ def chosen(candidates: list[Candidate], gains: list[float]) -> list[tuple[Candid
         gain, candidate = options[0]
         # other names only: the same name with and without a lead is one reading
         others = [(other, option) for other, option in options[1:] if option.name != candidate.name]
-        if gain < -BONUS_NATS or (others and others[0][0] >= gain - AMBIGUOUS_NATS):
+        if gain < -candidate.bonus or (others and others[0][0] >= gain - AMBIGUOUS_NATS):
             continue
         if any(o.likeness >= candidate.likeness + LIKENESS_MARGIN and g >= gain - SPELLING_NATS for g, o in others):
-            continue  # the sound says one name, the spelling another: neither
+            continue  # Whisper's score says one name, the spelling another: neither
         ranked.append((gain, candidate))
     taken: list[tuple[Candidate, float]] = []
     for gain, candidate in sorted(ranked, key=lambda item: item[0], reverse=True):

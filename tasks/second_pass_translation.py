@@ -525,7 +525,7 @@ def english_already(ctx: StageContext, inputs: dict[str, Any]) -> bool:
     return is_english(ctx.read(inputs["asr"], Transcript).language)
 
 
-@stage("second_pass_translation", version="15", gpu=True, light_when=english_already)
+@stage("second_pass_translation", version="16", gpu=True, light_when=english_already)
 def second_pass_translation(
     ctx: StageContext,
     settings: TranslationSettings,

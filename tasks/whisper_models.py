@@ -598,6 +598,7 @@ class WhisperDecoder:
         self.limit = token_limit(prompt_tokens)
         self.batched = encoder_keeping_pipeline(whisper.model)
         self.names = names or []
+        self.sounds: dict[str, str] = {}  # how the names and the words checked so far sound (`tasks.phonetics`)
         self.respellings: list[dict[str, Any]] = []
         self.name_checks = NameCheckCost()
         self.language = language
@@ -708,7 +709,8 @@ class WhisperDecoder:
     def check_names(self, placed: list[tuple[int, float, Decoded]]) -> None:
         """Respell, in place, the runs of words the name check finds to be names (see `tasks.name_check`),
         for the segments of the batch just decoded: (row in the batch, start within its window, segment)."""
-        from tasks.name_check import Candidate, chosen, name_candidates, respelt, sentences
+        from tasks.name_check import Candidate, chosen, core, name_candidates, respelt, sentences
+        from tasks.phonetics import sounds_of
 
         if self.batched.kept is None:
             return
@@ -716,8 +718,10 @@ class WhisperDecoder:
         previous = tokenizer.encode(options.initial_prompt) if options.initial_prompt is not None else []
         prompt = self.whisper.model.get_prompt(tokenizer, previous, without_timestamps=False, hotwords=options.hotwords)
         started = time.monotonic()
+        written = {core(str(w["word"])) for _row, _start, seg in placed for w in seg.words}
+        self.sounds |= sounds_of((written | {p for name in self.names for p in name.split()}) - set(self.sounds))
         for row, start_s, seg in placed:
-            candidates = name_candidates(seg.words, self.names)
+            candidates = name_candidates(seg.words, self.names, self.sounds)
             gains: list[float] = []
             ordered: list[Candidate] = []
             for sentence in sentences(seg.words) if candidates else []:

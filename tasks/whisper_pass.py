@@ -26,6 +26,7 @@ from tasks.asr_guards import GuardSettings, Record, apply_guards, normalise, rec
 from tasks.devanagari import latin_share
 from tasks.memory import loaded
 from tasks.name_check import name_forms
+from tasks.phonetics import espeak_available
 from tasks.whisper_models import (
     NAMES_INTRO,
     RETRY_TEMPERATURES,
@@ -517,6 +518,10 @@ def whisper_pass(
             lambda decoded: recites(decoded, list(prompt.terms)),
             names=name_forms(list(prompt.terms)) if checks_names(decoding, language, request.task) else [],
         )
+
+        if decoder.names and not espeak_available():
+            log.warning("espeak-ng is not installed: the name check compares spelling only, not sound; install "
+                        "it with `bash scripts/setup.sh` (or `apt-get install espeak-ng`)")  # fmt: skip
 
         def on_batch(done: int, total: int) -> None:
             progress(0.85 * done / total, f"decoded {done}/{total} windows")
