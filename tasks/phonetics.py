@@ -58,8 +58,7 @@ def sounds_of(words: Iterable[str]) -> dict[str, str]:
 def sound_likeness(words: list[str], name: str, sounds: Mapping[str, str]) -> float | None:
     """How much the words sound like the name (rapidfuzz ratio of the coarse sounds, 0-100); None when a
     sound is not known."""
-    heard = [sounds.get(w) for w in words]
-    target = [sounds.get(w) for w in name.split()]
-    if not all(heard) or not all(target):
+    parts = name.split()
+    if not words or not all(sounds.get(w) for w in [*words, *parts]):
         return None
-    return float(fuzz.ratio("".join(heard), "".join(target)))  # type: ignore[arg-type]
+    return float(fuzz.ratio("".join(sounds[w] for w in words), "".join(sounds[w] for w in parts)))
