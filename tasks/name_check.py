@@ -53,7 +53,8 @@ MAX_LENGTH_RATIO = 1.75
 MIN_SIMILARITY = 50.0  # rapidfuzz ratio of the romanisation keys, 0-100
 ORDINARY_SIMILARITY = 70.0  # a single ordinary English word must look much more like it ("teacher" is not Tara)
 # Words spelt unlike the name that sound like it (coarse sounds, `tasks.phonetics`, 0-100): "origin" for Arjun
-# (73), "Bruna" for Pune. Under 65 come the pairs of common words ("for the" and Tara, "the song" and Arjun).
+# (73), "Bruna" for Pune. Under 65 come runs with a common word ("the song" and Arjun 60, "the letter" and
+# Tara 55); function words alone ("for the" and Tara, 67) never count.
 SOUND_SIMILARITY = 65.0
 # English words that only sound like a name must be nearly as likely with it: "my mother" scored 1.6-2.7 nats
 # below "my Munnar" on three fresh bench films (inside BONUS_NATS), where "court" for Coorg scored -0.6 and
